@@ -1,0 +1,95 @@
+"""Shared fixtures: small real models (MobileNet V2 0.25-96), isolated tuning logs, a CLI runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tvm_pipeline.cli.main import main as cli_main
+from tvm_pipeline.models import MobileNetSpec, export_mobilenet
+
+
+@pytest.fixture(autouse=True)
+def _isolated_logs(tmp_path_factory, monkeypatch):
+    """Tests never write into the repository's tuned_logs/: tuning goes to a temporary root."""
+    monkeypatch.setenv("TVM_PIPELINE_LOGS", str(tmp_path_factory.getbasetemp() / "tuned_logs"))
+
+
+@pytest.fixture(scope="session")
+def small_v2(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "mobilenet_v2_0.25_96.onnx"
+    export_mobilenet(MobileNetSpec("v2", 0.25, 96), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_v2_artifact(small_v2, tmp_path_factory):
+    """MobileNet V2 0.25-96 compiled for this host (validated by compile itself)."""
+    from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare
+
+    out = tmp_path_factory.mktemp("artifacts") / "v2.tvm"
+    return compile_model(prepare(small_v2), out, CompileOptions(use_database=False)).artifact
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``tvm-pipeline ARGS`` in this process; returns exit code, stdout, stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = cli_main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset=14) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def const(name: str, array) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def exported_style_model(seed: int = 0) -> onnx.ModelProto:
+    """What torch.onnx.export writes for conv -> hardswish -> pool -> flatten -> linear with
+    dynamic batch and spatial axes: the flatten is a Shape -> Gather -> Unsqueeze -> Concat ->
+    Reshape subgraph, which TVM's Relax importer rejects unless it is folded."""
+    rng = np.random.default_rng(seed)
+    f32 = TensorProto.FLOAT
+    inits = [
+        const("conv.weight", rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)),
+        const("conv.bias", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+        const("dw.weight", rng.normal(0, 0.3, (8, 1, 3, 3)).astype(np.float32)),
+        const("fc.weight", rng.normal(0, 0.3, (10, 8)).astype(np.float32)),
+        const("fc.bias", rng.normal(0, 0.1, (10,)).astype(np.float32)),
+        const("zero", np.array([0], dtype=np.int64)),
+        const("minus_one", np.array([-1], dtype=np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c1"], name="/conv/Conv",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("HardSwish", ["c1"], ["a1"], name="/act/HardSwish"),
+        helper.make_node("Conv", ["a1", "dw.weight"], ["c2"], name="/dw/Conv", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], group=8),
+        helper.make_node("HardSigmoid", ["c2"], ["g"], name="/gate/HardSigmoid"),
+        helper.make_node("Mul", ["c2", "g"], ["a2"], name="/gate/Mul"),
+        helper.make_node("GlobalAveragePool", ["a2"], ["pool"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Shape", ["pool"], ["shape"], name="/Shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], name="/Gather", axis=0),
+        helper.make_node("Concat", ["batch", "minus_one"], ["newshape"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["pool", "newshape"], ["flat"], name="/Reshape"),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="/fc/Gemm",
+                         transB=1),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("x", f32, ["batch", 3, "h", "w"])],
+                      [helper.make_tensor_value_info("logits", f32, ["batch", 10])], inits)

@@ -1,0 +1,163 @@
+"""The verbs of the lifecycle, as typed library calls (the CLI is a thin layer over these).
+
+Heavy modules (TVM, ONNX Runtime) are imported inside the verbs, so ``import tvm_pipeline`` and
+``tvm-pipeline --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .errors import InputFileError, UsageError
+from .load import LoadedModel, load
+from .targets import TargetSpec, resolve_target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .artifact import Artifact
+    from .bench import BenchOptions, BenchResult
+    from .build import BuildResult
+    from .prepare import PreparedModule
+    from .tune import TuneOptions, TuneProgress, TuneResult
+    from .validate import ValidateOptions, ValidationReport
+
+
+def prepare(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | None = None,
+            input_shapes: dict[str, tuple[int, ...]] | None = None) -> "PreparedModule":
+    """Load (if given a path) and import a model into fused Relax for ``target`` (default: host)."""
+    from .prepare import prepare as _prepare  # pylint: disable=import-outside-toplevel
+
+    loaded = model if isinstance(model, LoadedModel) else load(model, input_shapes)
+    spec = target if isinstance(target, TargetSpec) else resolve_target(target)
+    return _prepare(loaded, spec)
+
+
+def tune(prepared: "PreparedModule", options: "TuneOptions | None" = None,
+         report: "Callable[[TuneProgress], None] | None" = None) -> "TuneResult":
+    """Tune the prepared module's kernels into the target's database (resumable)."""
+    from .tune import TuneOptions, tune as _tune  # pylint: disable=import-outside-toplevel
+
+    return _tune(prepared, options or TuneOptions(), report)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    logs: str | None = None               # tuning-log root (see database.writable_root)
+    use_database: bool = True
+    validate: bool = True                 # refuse to write an artifact that disagrees with ORT
+    validate_options: "ValidateOptions | None" = None
+
+
+@dataclass
+class CompileResult:
+    artifact: "Artifact"
+    build: "BuildResult"
+    validation: "ValidationReport | None"
+    validation_skipped: str | None = None   # why validation did not run, when it did not
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: disable=redefined-builtin
+            options: CompileOptions = CompileOptions()) -> CompileResult:
+    """Build, export, validate against ONNX Runtime, then (and only then) write the artifact."""
+    from .artifact import StagedArtifact  # pylint: disable=import-outside-toplevel
+    from .build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
+    from . import validate as val  # pylint: disable=import-outside-toplevel
+
+    start = time.perf_counter()
+    result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
+    loaded = prepared.loaded
+    report, skipped = None, None
+    with StagedArtifact(output) as staged:
+        export_library(result, staged.path / "model.so")
+        metadata = {
+            "model": {"name": loaded.name, "path": str(loaded.path.resolve()) if loaded.path else None,
+                      "sha256": loaded.sha256},
+            "inputs": [t.to_dict() for t in loaded.inputs],
+            "outputs": [t.to_dict() for t in loaded.outputs],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "built_on": platform.node(),
+            **result.metadata(),
+        }
+        staged.write_metadata({**metadata, "validation": None})
+        if not options.validate:
+            skipped = "disabled (--no-validate)"
+        elif not prepared.target.runs_on_host:
+            skipped = (f"target {prepared.target.name} does not run on this machine; "
+                       "validate on the device with `tvm-pipeline validate --rpc`")
+        else:
+            report = val.validate(staged.artifact().runner(), val.ort_runner(loaded.original),
+                                  loaded.inputs, [t.name for t in loaded.outputs],
+                                  options.validate_options or val.ValidateOptions())
+            val.check(report)   # raises ValidationError; the staged folder is discarded
+        staged.write_metadata({**metadata, "validation": report.to_dict() if report else
+                               {"skipped": skipped}})
+        artifact = staged.commit()
+    return CompileResult(artifact, result, report, skipped, time.perf_counter() - start)
+
+
+def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
+    import hashlib  # pylint: disable=import-outside-toplevel
+    from .load import read_onnx  # pylint: disable=import-outside-toplevel
+
+    path = model or artifact.metadata.get("model", {}).get("path")
+    if not path:
+        raise UsageError(f"Artifact {artifact.path} does not record its ONNX model.",
+                         hint="Pass the reference model with --model MODEL.onnx.")
+    if not Path(path).exists():
+        raise InputFileError(f"The reference model {path} recorded in {artifact.path} is gone.",
+                             hint="Pass the ONNX model the artifact was compiled from with --model.")
+    proto = read_onnx(path)
+    recorded = artifact.metadata.get("model", {}).get("sha256")
+    if recorded and hashlib.sha256(proto.SerializeToString()).hexdigest() != recorded:
+        raise UsageError(f"{path} is not the model {artifact.path} was compiled from "
+                         "(its sha256 differs from the one in the artifact metadata).",
+                         hint="Pass the original model with --model, or recompile.")
+    return proto
+
+
+def validate(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | None = None,
+             options: "ValidateOptions | None" = None, runner=None) -> "ValidationReport":
+    """Run the artifact and ONNX Runtime on the same inputs and compare every output."""
+    from .analysis import TensorInfo  # pylint: disable=import-outside-toplevel
+    from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
+    from . import validate as val  # pylint: disable=import-outside-toplevel
+
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    reference = val.ort_runner(_reference_model(art, model))
+    inputs = [TensorInfo.from_dict(t) for t in art.inputs]
+    return val.validate(runner or art.runner(), reference, inputs,
+                        [t["name"] for t in art.outputs], options or val.ValidateOptions())
+
+
+def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | None = None,
+          options: "BenchOptions | None" = None, runner=None,
+          with_reference: bool = True) -> "BenchResult":
+    """Latency of the artifact and of ONNX Runtime, measured in this process run."""
+    from .analysis import TensorInfo  # pylint: disable=import-outside-toplevel
+    from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
+    from . import bench as bn, validate as val  # pylint: disable=import-outside-toplevel
+
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    opts = options or bn.BenchOptions()
+    reference = val.ort_runner(_reference_model(art, model), opts.threads) if with_reference else None
+    inputs = [TensorInfo.from_dict(t) for t in art.inputs]
+    feeds = val.make_feeds(inputs, val.ValidateOptions(samples=1, seed=opts.seed))[0]
+    return bn.bench(runner or art.runner(), reference, feeds, opts)
+
+
+def classify(artifact: "Artifact | str | os.PathLike", image: str | os.PathLike, k: int = 5):
+    """Top-k ImageNet labels of an image with the compiled module (MobileNet preprocessing)."""
+    from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
+    from . import classify as cls  # pylint: disable=import-outside-toplevel
+
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    if len(art.inputs) != 1:
+        raise UsageError(f"classify needs a single-input model; {art.path} has {len(art.inputs)}.")
+    inp = art.inputs[0]
+    return cls.classify(art.runner(), inp["name"], inp["shape"], image, k)

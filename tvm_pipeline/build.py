@@ -1,0 +1,99 @@
+"""Stage 4, build: apply the target's tuning database, compile, and export a library.
+
+Tuned kernels come from the MetaSchedule database of the target (see ``database``); kernels with no
+record are compiled from their default (naive, unscheduled) TIR. The result reports both counts so
+that an untuned build is never silent.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tvm
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
+
+from . import database as db
+from .errors import ToolchainError
+from .prepare import PreparedModule
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    logs: str | None = None          # writable tuning-log root (see database.writable_root)
+    use_database: bool = True        # False: build every kernel untuned
+
+
+@dataclass
+class BuildResult:
+    prepared: PreparedModule
+    executable: object               # relax.VMExecutable
+    tuned_kernels: list[str]
+    untuned_kernels: list[str]
+    database_dirs: list[Path]
+    database_digest: str | None
+    seconds: float
+    ir: tvm.IRModule = field(repr=False, default=None)
+
+    def summary(self) -> str:
+        total = len(self.tuned_kernels) + len(self.untuned_kernels)
+        where = ", ".join(str(d) for d in self.database_dirs) or "no database"
+        return (f"{len(self.tuned_kernels)}/{total} kernels tuned from {where}; "
+                f"{len(self.untuned_kernels)} left untuned (naive loops)")
+
+    def metadata(self) -> dict:
+        target = self.prepared.target
+        return {
+            "target": {**target.to_dict(),
+                       "host_arch": target.extra.get("host_arch", platform.machine())
+                       if target.export == "native" else target.extra.get("device_arch")},
+            "tvm_version": tvm.__version__,
+            "database": {"dirs": [str(d) for d in self.database_dirs],
+                         "digest": self.database_digest,
+                         "kernels_tuned": len(self.tuned_kernels),
+                         "kernels_untuned": len(self.untuned_kernels),
+                         "untuned": self.untuned_kernels},
+            "build_seconds": round(self.seconds, 2),
+        }
+
+
+def _is_scheduled(func) -> bool:
+    attrs = func.attrs
+    return attrs is not None and any(str(k).endswith("is_scheduled") and bool(v)
+                                     for k, v in attrs.items())
+
+
+def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> BuildResult:
+    """Compile a prepared module for its target with the target's tuning database applied."""
+    start = time.perf_counter()
+    target = prepared.target.to_tvm()
+    dirs = db.database_dirs(prepared.target.name, options.logs) if options.use_database else []
+    database = db.open_for_apply(dirs)
+    try:
+        with target, database, tvm.transform.PassContext(opt_level=3):
+            mod = relax.transform.MetaScheduleApplyDatabase()(prepared.mod)
+            executable = tvm.compile(mod, target=target)
+    except Exception as err:
+        raise ToolchainError(f"TVM failed to compile {prepared.loaded.name} for {prepared.target.name}: "
+                             f"{type(err).__name__}: {str(err).strip()[-600:]}",
+                             hint="Re-run with TVM_PIPELINE_DEBUG=1 for the full traceback.") from err
+    tuned, untuned = [], []
+    for gv, func in mod.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            (tuned if _is_scheduled(func) else untuned).append(gv.name_hint)
+    return BuildResult(prepared=prepared, executable=executable, tuned_kernels=sorted(tuned),
+                       untuned_kernels=sorted(untuned), database_dirs=dirs,
+                       database_digest=db.digest(dirs), seconds=time.perf_counter() - start, ir=mod)
+
+
+def export_library(result: BuildResult, path: Path) -> None:
+    """Write the executable as a shared library with the target's compiler."""
+    try:
+        result.executable.export_library(str(path))
+    except Exception as err:
+        raise ToolchainError(f"Exporting the compiled module to {path} failed: "
+                             f"{str(err).strip()[-800:]}",
+                             hint="Check that a C++ compiler (g++) is installed.") from err

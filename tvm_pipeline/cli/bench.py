@@ -1,0 +1,36 @@
+"""``tvm-pipeline bench ARTIFACT``: latency of the module and of ONNX Runtime, same run."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import common
+from ..errors import UsageError
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("bench", help="benchmark an artifact against ONNX Runtime")
+    common.add_reference(parser)
+    parser.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    parser.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime threads (default: physical cores, like TVM)")
+    parser.add_argument("--no-ort", action="store_true", help="time the TVM module only")
+    common.add_json(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import bench  # pylint: disable=import-outside-toplevel
+    from ..bench import BenchOptions  # pylint: disable=import-outside-toplevel
+
+    if args.runs < 1 or args.warmup < 0:
+        raise UsageError("--runs must be >= 1 and --warmup >= 0.")
+    result = bench(args.artifact, args.model,
+                   BenchOptions(warmup=args.warmup, runs=args.runs, threads=args.threads),
+                   with_reference=not args.no_ort)
+    if args.json:
+        common.emit_json(result.to_dict())
+    else:
+        print(result.format())
+    return 0

@@ -1,0 +1,73 @@
+"""Arguments shared by several subcommands, defined once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..load import parse_input_shapes
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="ONNX model file")
+    parser.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
+                        help="static shape for a (dynamic) input, e.g. input:1,3,224,224; repeatable")
+
+
+def add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default=None, metavar="NAME",
+                        help="target file name in targets/ or a path to a target JSON "
+                             "(default: detected for this machine; see `tvm-pipeline targets`)")
+
+
+def add_logs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--logs", default=None, metavar="DIR",
+                        help="tuning-log root holding one database folder per target (default: "
+                             "$TVM_PIPELINE_LOGS, else the shipped tuned_logs/ when writable, else "
+                             "~/.cache/tvm-pipeline/tuned_logs)")
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def add_reference(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifact", help="artifact folder written by `tvm-pipeline compile`")
+    parser.add_argument("--model", default=None,
+                        help="reference ONNX model (default: the one recorded in the artifact)")
+
+
+def add_validation(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("validation against ONNX Runtime")
+    group.add_argument("--samples", type=int, default=3, help="seeded random inputs (default 3)")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--image", action="append", default=[], metavar="FILE",
+                       help="also validate on this image (MobileNet preprocessing); repeatable")
+    group.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    group.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    group.add_argument("--min-cosine", type=float, default=0.9999,
+                       help="minimum cosine similarity per output (default 0.9999)")
+
+
+def validate_options(args: argparse.Namespace):
+    from pathlib import Path  # pylint: disable=import-outside-toplevel
+    from ..validate import Tolerances, ValidateOptions  # pylint: disable=import-outside-toplevel
+
+    return ValidateOptions(samples=args.samples, seed=args.seed,
+                           images=tuple(Path(p) for p in args.image),
+                           tolerances=Tolerances(args.atol, args.rtol, args.min_cosine))
+
+
+def input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    return parse_input_shapes(args.input_shape)
+
+
+def emit_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def say(message: str) -> None:
+    """Progress for humans goes to stderr, so that --json output on stdout stays clean."""
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,50 @@
+"""``tvm-pipeline compile MODEL``: build with the target's tuning database, validate, export."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import common
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("compile", help="compile (with tuned kernels), validate, write an artifact")
+    common.add_model(parser)
+    common.add_target(parser)
+    common.add_logs(parser)
+    parser.add_argument("-o", "--output", default=None,
+                        help="artifact folder (default: MODEL-TARGET.tvm next to the current dir)")
+    parser.add_argument("--no-validate", action="store_true",
+                        help="skip the ONNX Runtime comparison (the artifact records it was skipped)")
+    parser.add_argument("--untuned", action="store_true",
+                        help="ignore tuning databases (every kernel naive; for comparisons)")
+    common.add_validation(parser)
+    common.add_json(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import CompileOptions, compile as compile_model, prepare  # pylint: disable=import-outside-toplevel
+
+    prepared = prepare(args.model, args.target, common.input_shapes(args))
+    output = args.output or f"{prepared.loaded.name}-{prepared.target.name}.tvm"
+    common.say(f"compiling {prepared.loaded.name} for {prepared.target.name} "
+               f"({len(prepared.kernels)} kernels)")
+    result = compile_model(prepared, output, CompileOptions(
+        logs=args.logs, use_database=not args.untuned, validate=not args.no_validate,
+        validate_options=common.validate_options(args)))
+    if args.json:
+        common.emit_json({"artifact": str(result.artifact.path), "seconds": round(result.seconds, 1),
+                          **result.artifact.metadata})
+        return 0
+    print(result.build.summary())
+    if result.build.untuned_kernels:
+        print(f"  untuned: {', '.join(result.build.untuned_kernels[:8])}"
+              f"{' ...' if len(result.build.untuned_kernels) > 8 else ''}"
+              f"  (tune them: tvm-pipeline tune {args.model} --target {prepared.target.name})")
+    if result.validation is not None:
+        print(result.validation.format())
+    else:
+        print(f"validation skipped: {result.validation_skipped}")
+    print(f"wrote {result.artifact.path} in {result.seconds:.1f} s")
+    return 0

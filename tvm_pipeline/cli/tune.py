@@ -1,0 +1,88 @@
+"""``tvm-pipeline tune MODEL``: MetaSchedule into the target's database, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from . import common
+from ..errors import UsageError
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``90``, ``90s``, ``30m``, ``1.5h`` -> seconds."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise UsageError(f"Cannot parse --time-budget '{text}'.",
+                         hint="Use seconds or a unit: 600, 600s, 30m, 1.5h.")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("tune", help="auto-tune the model's kernels (MetaSchedule, resumable)")
+    common.add_model(parser)
+    common.add_target(parser)
+    common.add_logs(parser)
+    parser.add_argument("--trials", type=int, default=2000,
+                        help="trials to measure in this run, all tasks together (default 2000)")
+    parser.add_argument("--trials-per-task", type=int, default=64,
+                        help="per-task budget, counting records already in the database (default 64)")
+    parser.add_argument("--trials-per-iter", type=int, default=64,
+                        help="candidates measured per batch (default 64)")
+    parser.add_argument("--time-budget", default=None, metavar="DURATION",
+                        help="stop after the batch that crosses this wall-clock time (e.g. 30m)")
+    parser.add_argument("--seed", type=int, default=None)
+    common.add_json(parser)
+    parser.set_defaults(run=run)
+
+
+class _Display:
+    """One status line, rewritten in place on a terminal, one line per batch otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, p) -> None:
+        est = f"{p.estimated_ms:.2f} ms" if p.estimated_ms is not None else "n/a (some kernels unmeasured)"
+        line = (f"[{p.elapsed_s:7.1f}s] tasks done {p.tasks_done}/{len(p.tasks)}  "
+                f"trials {p.trials}/{p.budget_trials}  best estimated latency {est}")
+        sys.stderr.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import prepare, tune  # pylint: disable=import-outside-toplevel
+    from ..tune import TuneOptions  # pylint: disable=import-outside-toplevel
+
+    for flag in ("trials", "trials_per_task", "trials_per_iter"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(args, flag)}).")
+    options = TuneOptions(max_trials=args.trials, trials_per_task=args.trials_per_task,
+                          trials_per_iter=args.trials_per_iter,
+                          time_budget_s=parse_duration(args.time_budget), logs=args.logs,
+                          seed=args.seed)
+    prepared = prepare(args.model, args.target, common.input_shapes(args))
+    common.say(f"tuning {prepared.loaded.name} for {prepared.target.name}: "
+               f"{len(prepared.kernels)} kernels")
+    display = _Display()
+    try:
+        result = tune(prepared, options, display)
+    finally:
+        display.close()
+    if args.json:
+        common.emit_json(result.to_dict())
+    else:
+        d = result.to_dict()
+        print(f"{d['stopped_by']}: {d['trials']} trials in {d['seconds']} s; database "
+              f"{d['database']} now holds {d['records_after']} records "
+              f"({d['records_after'] - d['records_before']} new)")
+        if d["estimated_ms"] is not None:
+            print(f"estimated latency of the tuned kernels: {d['estimated_ms']:.2f} ms")
+    return 130 if result.stopped_by == "interrupt" else 0

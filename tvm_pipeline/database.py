@@ -1,0 +1,146 @@
+"""Tuning databases: one MetaSchedule JSON database per target, shared by all models on it.
+
+Layout: ``<logs root>/<target name>/database_workload.json`` + ``database_tuning_record.json``
+(MetaSchedule's own JSON-lines format; the format is not keyed by target, apache/tvm#15549, hence one
+folder per target). Two roots are consulted:
+
+* the shipped logs (``tuned_logs/`` of the checkout, or the copy inside an installed package);
+* the writable root where ``tune`` appends: ``--logs DIR``, else ``$TVM_PIPELINE_LOGS``, else the
+  shipped folder when it is writable (a checkout), else ``~/.cache/tvm-pipeline/tuned_logs``.
+
+MetaSchedule appends one JSON line per measured candidate. A process killed mid-append leaves a
+truncated last line, which would make the whole database unreadable; ``repair`` drops such lines
+(atomically rewriting the file) so that no complete record is ever lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TuningError
+from .resources import data_dir
+
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+LOGS_ENV = "TVM_PIPELINE_LOGS"
+
+
+def shipped_root() -> Path:
+    return data_dir("tuned_logs")
+
+
+def writable_root(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(LOGS_ENV):
+        return Path(os.environ[LOGS_ENV])
+    shipped = shipped_root()
+    if os.access(shipped, os.W_OK):
+        return shipped
+    return Path.home() / ".cache" / "tvm-pipeline" / "tuned_logs"
+
+
+def database_dirs(target_name: str, explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Existing database folders for a target, writable one first, without duplicates."""
+    dirs = []
+    for root in (writable_root(explicit), shipped_root()):
+        folder = (root / target_name).resolve()
+        if (folder / WORKLOAD_FILE).exists() and folder not in dirs:
+            dirs.append(folder)
+    return dirs
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    dropped_lines: int
+
+
+def repair(folder: Path) -> RepairReport:
+    """Drop unparseable lines (a record cut by a kill) so that MetaSchedule can load the rest."""
+    dropped = 0
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        path = folder / name
+        if not path.exists():
+            continue
+        raw = path.read_text()
+        good = []
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            good.append(line)
+        text = "".join(line + "\n" for line in good)
+        if text != raw:
+            atomic_write_text(path, text)
+    return RepairReport(dropped)
+
+
+def digest(folders: list[Path]) -> str | None:
+    """A content hash of the databases applied to a build (recorded in artifact metadata)."""
+    if not folders:
+        return None
+    sha = hashlib.sha256()
+    for folder in folders:
+        for name in (WORKLOAD_FILE, RECORD_FILE):
+            path = folder / name
+            if path.exists():
+                sha.update(path.read_bytes())
+    return sha.hexdigest()
+
+
+def count_records(folder: Path) -> int:
+    path = folder / RECORD_FILE
+    if not path.exists():
+        return 0
+    with path.open() as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def open_json_database(folder: Path, *, create: bool = False):
+    """A MetaSchedule JSONDatabase on ``folder`` after repairing it."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    if os.access(folder, os.W_OK):
+        repair(folder)
+    try:
+        return ms.database.JSONDatabase(str(folder / WORKLOAD_FILE), str(folder / RECORD_FILE),
+                                        allow_missing=create)
+    except Exception as err:
+        raise TuningError(f"The tuning database in {folder} cannot be loaded: "
+                          f"{type(err).__name__}: {str(err).strip()[-300:]}",
+                          hint="Move the folder aside and re-tune, or restore it from git.") from err
+
+
+def open_for_apply(folders: list[Path]):
+    """One database holding every record of ``folders`` (best record wins on lookup)."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    if not folders:
+        return ms.database.MemoryDatabase()
+    dbs = [open_json_database(folder) for folder in folders]
+    return dbs[0] if len(dbs) == 1 else ms.database.UnionDatabase(*dbs)

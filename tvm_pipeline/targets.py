@@ -1,0 +1,152 @@
+"""Targets are files: ``targets/<name>.json`` holds exactly the dict that ``tvm.target.Target`` takes,
+plus one key of ours, ``"pipeline"``, that says how to describe, export, and detect that target.
+
+    {"kind": "llvm", "mcpu": "skylake-avx512",
+     "pipeline": {"description": "...", "export": "native",
+                  "host_requires": ["avx512f"], "host_priority": 20}}
+
+Pipeline keys: ``description`` (one line for ``tvm-pipeline targets``), ``export`` (``native`` builds
+with the host compiler; cross targets name their compiler in ``cross_compiler``), ``rpc_key``
+(the tracker key of matching devices), ``host_requires``/``host_priority`` (CPU flags that make this
+target a candidate for the running host, and which candidate wins). A target is found by file name
+only; nothing in the code knows any particular target.
+
+CPU targets that run on the build host may omit ``num-cores``: it is filled in from this machine
+(MetaSchedule needs it to tune an llvm target).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputFileError, UsageError
+from .resources import data_dir
+
+PIPELINE_KEY = "pipeline"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A resolved target file."""
+
+    name: str
+    path: Path
+    tvm: dict[str, Any]                       # what tvm.target.Target receives
+    description: str = ""
+    export: str = "native"                    # "native" or "cross"
+    cross_compiler: str | None = None
+    rpc_key: str | None = None
+    host_requires: tuple[str, ...] = ()
+    host_priority: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runs_on_host(self) -> bool:
+        return self.export == "native" and host_matches(self)
+
+    def to_tvm(self):
+        """The ``tvm.target.Target`` (imported lazily: TVM is heavy and moves fast)."""
+        import tvm  # pylint: disable=import-outside-toplevel
+
+        return tvm.target.Target(self.tvm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "tvm": self.tvm, "description": self.description,
+                "export": self.export, "cross_compiler": self.cross_compiler,
+                "rpc_key": self.rpc_key}
+
+
+def targets_dir() -> Path:
+    return data_dir("targets")
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil  # pylint: disable=import-outside-toplevel
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def load_target_file(path: Path) -> TargetSpec:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise InputFileError(f"Target file {path} does not exist.") from err
+    except json.JSONDecodeError as err:
+        raise InputFileError(f"Target file {path} is not valid JSON ({err}).",
+                             hint="Fix the file; it must be the dict tvm.target.Target takes.") from err
+    if not isinstance(raw, dict) or "kind" not in raw:
+        raise InputFileError(f"Target file {path} has no \"kind\" key.",
+                             hint="A target file is the dict tvm.target.Target takes, e.g. "
+                                  '{"kind": "llvm", "mcpu": "haswell"}.')
+    ours = dict(raw.pop(PIPELINE_KEY, {}))
+    spec = TargetSpec(
+        name=path.stem,
+        path=path,
+        tvm=raw,
+        description=ours.pop("description", ""),
+        export=ours.pop("export", "native"),
+        cross_compiler=ours.pop("cross_compiler", None),
+        rpc_key=ours.pop("rpc_key", None),
+        host_requires=tuple(ours.pop("host_requires", ())),
+        host_priority=int(ours.pop("host_priority", 0)),
+        extra=ours,
+    )
+    if spec.tvm.get("kind") == "llvm" and "num-cores" not in spec.tvm and spec.export == "native":
+        spec.tvm["num-cores"] = _physical_cores()
+    return spec
+
+
+def list_targets() -> list[TargetSpec]:
+    return [load_target_file(p) for p in sorted(targets_dir().glob("*.json"))]
+
+
+def resolve_target(name_or_path: str | None) -> TargetSpec:
+    """A target by name (file stem in ``targets/``), by path to a JSON file, or ``None`` for this host."""
+    if name_or_path is None or name_or_path == "host":
+        return detect_host_target()
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".json" and candidate.exists():
+        return load_target_file(candidate)
+    path = targets_dir() / f"{name_or_path}.json"
+    if not path.exists():
+        names = ", ".join(t.name for t in list_targets())
+        raise UsageError(f"Unknown target '{name_or_path}'.",
+                         hint=f"Known targets: {names}. Run `tvm-pipeline targets` for descriptions, "
+                              "or pass a path to your own target JSON file.")
+    return load_target_file(path)
+
+
+def host_cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def host_matches(spec: TargetSpec) -> bool:
+    if not spec.host_requires:
+        return False
+    arch_ok = spec.extra.get("host_arch", "x86_64") == platform.machine()
+    return arch_ok and set(spec.host_requires) <= host_cpu_flags()
+
+
+def detect_host_target() -> TargetSpec:
+    """The best target file whose ``host_requires`` this machine satisfies."""
+    candidates = [t for t in list_targets() if host_matches(t)]
+    if not candidates:
+        raise UsageError(
+            f"No target in {targets_dir()} matches this machine ({platform.machine()}).",
+            hint="Pass --target NAME (see `tvm-pipeline targets`) or a path to a target JSON file.")
+    return max(candidates, key=lambda t: t.host_priority)
