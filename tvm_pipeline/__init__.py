@@ -1,1 +1,54 @@
-"""tvm-pipeline."""
+"""tvm-pipeline: take an ONNX vision model to a tuned, validated, benchmarked TVM module.
+
+The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command for command)::
+
+    import tvm_pipeline as tp
+
+    # 0. a model: bring your own ONNX file, or build a MobileNet with seeded weights
+    tp.export_mobilenet(tp.MobileNetSpec("v2", alpha=1.0, resolution=224), "v2.onnx")
+
+    # 1. load: ONNX checker, static input shapes (from the model or given), shape subgraphs folded
+    model = tp.load("v2.onnx", input_shapes={"input": (1, 3, 224, 224)})
+
+    # 2. prepare: Relax import, weights as constants, BatchNorm folded, conv+bias+activation fused,
+    #    for a target file from targets/ (None: detected for this machine)
+    prepared = tp.prepare(model, target="x86-avx512")
+
+    # 3. tune (optional, resumable): MetaSchedule + XGBoost into tuned_logs/<target>/
+    tp.tune(prepared, tp.TuneOptions(trials_per_task=64, time_budget_s=1800))
+
+    # 4. compile: apply the target's database, build, validate against ONNX Runtime, and only then
+    #    write the artifact folder (model.so + metadata.json)
+    result = tp.compile(prepared, "v2.tvm")
+
+    # 5. validate / bench / classify an artifact, any time later
+    tp.validate("v2.tvm")                    # ValidationReport (max abs/rel error, cosine, top-1/5)
+    tp.bench("v2.tvm").to_dict()            # {"tvm_median_ms": ..., "ort_median_ms": ..., ...}
+    tp.classify("v2.tvm", "cat.jpg")         # top-5 ImageNet labels
+
+Every user-caused failure raises a :class:`PipelineError` subclass carrying a one-paragraph message;
+the CLI maps them to exit codes in one place (``tvm_pipeline.errors``).
+"""
+
+from .api import CompileOptions, CompileResult, bench, classify, compile, prepare, tune, validate
+from .errors import PipelineError
+from .load import LoadedModel, load
+from .models import MobileNetSpec, build_mobilenet, export_mobilenet
+from .targets import TargetSpec, list_targets, resolve_target
+
+
+def __getattr__(name: str):
+    """Option types that live next to TVM-importing modules, resolved on first use."""
+    lazy = {"TuneOptions": "tune", "BenchOptions": "bench", "ValidateOptions": "validate",
+            "Tolerances": "validate"}
+    if name in lazy:
+        import importlib  # pylint: disable=import-outside-toplevel
+
+        return getattr(importlib.import_module(f".{lazy[name]}", __name__), name)
+    raise AttributeError(name)
+
+
+__all__ = ["load", "prepare", "tune", "compile", "validate", "bench", "classify",
+           "CompileOptions", "CompileResult", "LoadedModel", "MobileNetSpec", "TargetSpec",
+           "PipelineError", "build_mobilenet", "export_mobilenet", "list_targets",
+           "resolve_target", "TuneOptions", "BenchOptions", "ValidateOptions", "Tolerances"]

@@ -56,7 +56,8 @@ class TargetSpec:
         return tvm.target.Target(self.tvm)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "tvm": self.tvm, "description": self.description,
+        return {"name": self.name, "path": str(self.path), "tvm": self.tvm,
+                "description": self.description,
                 "export": self.export, "cross_compiler": self.cross_compiler,
                 "rpc_key": self.rpc_key}
 

@@ -1,4 +1,4 @@
-"""The correctness gate: run the compiled module and ONNX Runtime on the same inputs, compare outputs.
+"""The correctness gate: the compiled module and ONNX Runtime on the same inputs, outputs compared.
 
 Inputs are ``samples`` seeded random feeds (float: uniform[-1, 1], the MobileNet preprocessing
 range; integer: small non-negative ints; bool: random) plus one feed per image given (MobileNet
@@ -15,7 +15,8 @@ preprocessing, :func:`tvm_pipeline.classify.preprocess`). Every output of every 
   ``top5_agreement`` (mean ``|top5(ref) & top5(got)| / 5``) is reported, never gating.
 
 ``max_rel`` is ``|got - ref| / max(|ref|, atol)`` (the floor keeps exact zeros of the reference
-from making it infinite). A report aggregates over samples: max of the errors, min of the cosines, mean of the agreements.
+from making it infinite). A report aggregates over samples: max of the errors, min of the
+cosines, mean of the agreements.
 Non-finite numbers (an error of ``inf``, a ``nan`` cosine) become ``null`` in :meth:`to_dict`.
 """
 
@@ -34,7 +35,7 @@ from .analysis import TensorInfo
 from .errors import ModelError, UsageError, ValidationError
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
-_KINDS = ("missing", "extra", "shape", "dtype", "nonfinite", "tolerance", "cosine", "top1")
+_KINDS = ("count", "shape", "dtype", "nonfinite", "tolerance", "cosine", "top1")
 
 
 def physical_cores() -> int:
@@ -119,49 +120,44 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def make_feeds(inputs: Sequence[TensorInfo], options: ValidateOptions) -> list[dict[str, np.ndarray]]:
+def make_feeds(inputs: Sequence[TensorInfo],
+               options: ValidateOptions) -> list[dict[str, np.ndarray]]:
     """``options.samples`` seeded random feeds, then one feed per image in ``options.images``."""
-    if options.samples < 0 or (options.samples == 0 and not options.images):
-        raise UsageError(f"Validation needs at least one input (samples={options.samples}, "
-                         "no images).", hint="Use --samples 1 or more, or pass --image FILE.")
+    if options.samples < 0 or not (options.samples or options.images):
+        raise UsageError(f"Validation needs at least one input feed (samples={options.samples}, "
+                         f"{len(options.images)} image(s)).", hint="Use --samples 1 or more, "
+                         "or pass --image FILE.")
     rng = np.random.default_rng(options.seed)
-    feeds = []
-    for _ in range(options.samples):
-        feed = {}
-        for info in inputs:
-            shape, dtype = _static_shape(info), _dtype(info)
-            if dtype.kind == "f":
-                feed[info.name] = rng.uniform(-1.0, 1.0, shape).astype(dtype)
-            elif dtype.kind in "iu":
-                feed[info.name] = rng.integers(0, 10, shape).astype(dtype)
-            elif dtype.kind == "b":
-                feed[info.name] = rng.random(shape) < 0.5
-            else:
-                raise UsageError(f"Input '{info.name}' has dtype {dtype}; validation can only "
-                                 "generate float, integer and bool inputs.")
-        feeds.append(feed)
+    make = {"f": lambda shape: rng.uniform(-1.0, 1.0, shape),
+            "b": lambda shape: rng.random(shape) < 0.5,
+            "i": lambda shape: rng.integers(0, 10, shape),
+            "u": lambda shape: rng.integers(0, 10, shape)}
+    specs = [_spec(info) for info in inputs]
+    if any(dtype.kind not in make for _, dtype in specs):
+        raise UsageError(f"Validation can only generate float, integer and bool inputs; this model "
+                         f"takes {', '.join(f'{i.name} {i.dtype}' for i in inputs)}.")
+    feeds = [{info.name: make[dtype.kind](shape).astype(dtype) for info, (shape, dtype)
+              in zip(inputs, specs)} for _ in range(options.samples)]
     if options.images:
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or _dtype(inputs[0]).kind != "f":
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or specs[0][1].kind != "f":
+            have = ", ".join(f"{i.name} {tuple(i.shape)} {i.dtype}" for i in inputs)
             raise UsageError("Validation on images needs a model with a single 4-D float input; "
-                             f"this one has {', '.join(f'{i.name} {i.shape} {i.dtype}' for i in inputs)}.",
+                             f"this one has {have}.",
                              hint="Drop --image and validate on seeded random inputs.")
         from .classify import preprocess  # pylint: disable=import-outside-toplevel
         info = inputs[0]
-        feeds += [{info.name: preprocess(p, _static_shape(info), info.dtype)} for p in options.images]
+        feeds += [{info.name: preprocess(p, specs[0][0], info.dtype)} for p in options.images]
     return feeds
 
 
-def _static_shape(info: TensorInfo) -> tuple[int, ...]:
+def _spec(info: TensorInfo) -> tuple[tuple[int, ...], np.dtype]:
+    """Static shape and numpy dtype of an input, or a UsageError saying why there is none."""
     if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in info.shape):
-        raise UsageError(f"Input '{info.name}' has a symbolic shape {tuple(info.shape)}; validation "
-                         "needs static shapes.", hint="Fix it when compiling, e.g. --input-shape "
-                         f"{info.name}:1,3,224,224.")
-    return tuple(int(d) for d in info.shape)
-
-
-def _dtype(info: TensorInfo) -> np.dtype:
+        raise UsageError(f"Input '{info.name}' has a symbolic shape {tuple(info.shape)}; "
+                         "validation needs static shapes.", hint="Fix it when compiling, e.g. "
+                         f"--input-shape {info.name}:1,3,224,224.")
     try:
-        return np.dtype(info.dtype)
+        return tuple(int(d) for d in info.shape), np.dtype(info.dtype)
     except TypeError as err:
         raise UsageError(f"Input '{info.name}' has dtype {info.dtype}, which numpy cannot "
                          "represent; validation cannot generate data for it.") from err
@@ -282,20 +278,16 @@ def compare(actual: list[list[np.ndarray]], expected: list[list[np.ndarray]],
     if any(len(e) != len(names) for e in expected):
         raise UsageError(f"The reference returned {sorted({len(e) for e in expected})} output(s) "
                          f"for {len(names)} output name(s) {list(names)}.")
-    counts = sorted({len(a) for a in actual})
     outputs = []
-    extra = [f"<extra output {j}>" for j in range(len(names), max(counts, default=0))]
+    extra = [f"<extra output {j}>" for j in range(len(names), max(map(len, actual), default=0))]
     for k, name in enumerate(list(names) + extra):
         per: list[_Sample] = []
         for a_set, e_set in zip(actual, expected):
-            if k >= len(e_set):
-                per.append(_Sample(math.inf, math.inf, math.nan, fails={"extra": (
-                    1.0, f"the module returned {len(a_set)} outputs, the model has {len(names)}")}))
-            elif k >= len(a_set):
-                per.append(_Sample(math.inf, math.inf, math.nan, fails={"missing": (
-                    1.0, f"missing: the module returned only {len(a_set)} output(s)")}))
-            else:
+            if k < min(len(a_set), len(e_set)):
                 per.append(_compare_one(np.asarray(a_set[k]), np.asarray(e_set[k]), tolerances))
+            else:
+                per.append(_Sample(math.inf, math.inf, math.nan, fails={"count": (1.0, (
+                    f"the module returned {len(a_set)} output(s), the model has {len(names)}"))}))
         outputs.append(_aggregate(name, per, expected, k))
     return ValidationReport(len(actual), outputs, tolerances, all(o.passed for o in outputs))
 
@@ -338,7 +330,7 @@ def check(report: ValidationReport) -> None:
     failing = [o for o in report.outputs if not o.passed]
     raise ValidationError(
         f"The compiled module disagrees with ONNX Runtime on {len(failing)} of "
-        f"{len(report.outputs)} output(s) over {report.samples} input(s): "
+        f"{len(report.outputs)} output(s) over {report.samples} input feed(s): "
         + "; ".join(f"'{o.name}': {o.failure}" for o in failing) + ".",
         report=report,
         hint="If the difference is expected (reduced precision, fast-math), loosen --atol, "

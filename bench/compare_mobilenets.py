@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Benchmark: MobileNet V1 and V2 (1.0-224, batch 1, FP32) untuned vs tuned vs ONNX Runtime.
+
+For each model, in one process run: export (seeded weights), compile untuned and with the tuning
+database of the target (each build validated against ONNX Runtime before it is used), then time
+ONNX Runtime, the untuned module and the tuned module on the same input, and write a table.
+
+    .venv/bin/python bench/compare_mobilenets.py [--archs v1 v2] [--runs 50] [--out bench/results]
+
+Writes OUT/mobilenets-TARGET.md and .json. Ratios are against ONNX Runtime measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import tvm_pipeline as tp
+from tvm_pipeline.bench import BenchOptions
+
+
+def run_one(arch: str, target: str | None, work: Path, runs: int, logs: str | None) -> dict:
+    spec = tp.MobileNetSpec(arch, 1.0, 224)
+    onnx_path = work / f"{spec.name}.onnx"
+    cost = tp.export_mobilenet(spec, onnx_path)
+    prepared = tp.prepare(onnx_path, target)
+    row = {"model": spec.name, "target": prepared.target.name, "params": cost.params,
+           "macs": cost.macs}
+    opts = BenchOptions(warmup=10, runs=runs)
+    for label, use_db in (("untuned", False), ("tuned", True)):
+        start = time.perf_counter()
+        compiled = tp.compile(prepared, work / f"{spec.name}-{label}.tvm",
+                              tp.CompileOptions(logs=logs, use_database=use_db))
+        row[f"{label}_compile_s"] = round(time.perf_counter() - start, 1)
+        row[f"{label}_kernels_tuned"] = len(compiled.build.tuned_kernels)
+        row[f"{label}_kernels_total"] = len(compiled.build.tuned_kernels) + len(compiled.build.untuned_kernels)
+        row[f"{label}_max_abs_err"] = compiled.validation.outputs[0].max_abs
+        result = tp.bench(compiled.artifact, options=opts)
+        row[f"{label}_ms"] = result.tvm.median_ms
+        row[f"{label}_ort_ms"] = result.ort.median_ms   # ORT timed in the same block as this module
+        row[f"{label}_ratio"] = result.ratio
+        print(f"{spec.name} {label}: {result.tvm.median_ms:.2f} ms, ORT {result.ort.median_ms:.2f} ms, "
+              f"ratio {result.ratio:.2f}", file=sys.stderr, flush=True)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | target | ORT ms | untuned ms | untuned/ORT | tuned ms | tuned/ORT | "
+             "kernels tuned | max abs err (tuned) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['target']} | {r['tuned_ort_ms']:.2f} | {r['untuned_ms']:.1f} | "
+                     f"{r['untuned_ratio']:.1f}x | {r['tuned_ms']:.2f} | {r['tuned_ratio']:.2f}x | "
+                     f"{r['tuned_kernels_tuned']}/{r['tuned_kernels_total']} | "
+                     f"{r['tuned_max_abs_err']:.1e} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--target", default=None)
+    parser.add_argument("--logs", default=None, help="tuning-log root (default: the shipped one)")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--work", default="bench/work")
+    args = parser.parse_args()
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = [run_one(arch, args.target, work, args.runs, args.logs) for arch in args.archs]
+    text = (f"MobileNet 1.0-224, batch 1, FP32, median of {args.runs} runs after 10 warm-up, "
+            f"{platform.machine()} {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+            + table(rows) + "\n")
+    target = rows[0]["target"]
+    (out / f"mobilenets-{target}.md").write_text(text)
+    (out / f"mobilenets-{target}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The tvm-pipeline command line: what users type, what they read, and the exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from conftest import exported_style_model
+from tvm_pipeline.errors import InputFileError, ModelError, UsageError, ValidationError
+
+
+def test_models_export_reports_paper_numbers(cli, tmp_path):
+    out = tmp_path / "v1.onnx"
+    res = cli("models", "export", "--arch", "v1", "--alpha", "1.0", "--resolution", "224", "-o", out)
+    assert res.code == 0 and out.exists()
+    assert "4.21 M params" in res.out and "569 M multiply-adds" in res.out
+    res = cli("models", "export", "--arch", "v2", "--alpha", "0.5", "--resolution", "160",
+              "--opset", "11", "-o", tmp_path / "v2.onnx", "--json")
+    data = json.loads(res.out)
+    assert res.code == 0 and data["name"] == "mobilenet_v2_0.5_160" and data["macs"] > 0
+
+
+def test_models_export_rejects_bad_spec(cli, tmp_path):
+    res = cli("models", "export", "--arch", "v1", "--opset", "30", "-o", tmp_path / "x.onnx")
+    assert res.code == UsageError.exit_code and "opset" in res.err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_inspect_table(cli, small_v2):
+    res = cli("inspect", small_v2)
+    assert res.code == 0
+    for text in ("input", "logits", "depthwise", "pointwise", "1x1", "every operator is supported"):
+        assert text in res.out, text
+    data = json.loads(cli("inspect", small_v2, "--json").out)
+    assert data["macs"] > 0 and data["params"] > 0
+
+
+def test_targets_lists_files_and_marks_host(cli):
+    res = cli("targets")
+    assert res.code == 0 and "x86-avx512" in res.out and "x86-avx2" in res.out
+    assert "* " in res.out  # this x86 host matches one of them
+    data = json.loads(cli("targets", "--json").out)
+    assert {t["name"] for t in data} >= {"x86-avx2", "x86-avx512"}
+    assert all("kind" in t["tvm"] for t in data)
+
+
+def test_unknown_target_lists_known_ones(cli, small_v2):
+    res = cli("compile", small_v2, "--target", "nonexistent")
+    assert res.code == UsageError.exit_code and "x86-avx512" in res.err
+
+
+def test_compile_validate_bench_json(cli, tmp_path, small_v2):
+    art = tmp_path / "small.tvm"
+    res = cli("compile", small_v2, "-o", art, "--untuned", "--samples", "2")
+    assert res.code == 0, res.err
+    assert "PASSED" in res.out and "kernels tuned" in res.out and art.is_dir()
+    report = json.loads(cli("validate", art, "--json", "--samples", "2").out)
+    assert report["passed"] is True and report["outputs"][0]["max_abs"] < 1e-4
+    bench = json.loads(cli("bench", art, "--runs", "3", "--warmup", "1", "--json").out)
+    for key in ("tvm_median_ms", "ort_median_ms", "tvm_p90_ms", "tvm_p99_ms", "tvm_std_ms", "ratio"):
+        assert key in bench, key
+    # impossible tolerance: non-zero exit naming the tensor and its numbers
+    res = cli("validate", art, "--atol", "0", "--rtol", "0", "--min-cosine", "1")
+    assert res.code == ValidationError.exit_code and "logits" in res.err and "max abs" in res.err
+
+
+def test_foreign_model_with_input_shape(cli, tmp_path):
+    path = tmp_path / "exported.onnx"
+    onnx.save(exported_style_model(), path)
+    res = cli("compile", path, "--input-shape", "x:1,3,48,48", "-o", tmp_path / "e.tvm", "--json")
+    assert res.code == 0, res.err
+    meta = json.loads(res.out)
+    assert meta["validation"]["passed"] and meta["validation"]["outputs"][0]["max_abs"] <= 1e-4
+
+
+@pytest.mark.parametrize("case", ["missing", "malformed", "dynamic", "wrong-shape", "unsupported"])
+def test_bad_input_clear_error_no_traceback(case, tmp_path):
+    """Run the real console entry point in a subprocess: one paragraph, non-zero, no traceback."""
+    args, code = _bad_case(case, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "tvm_pipeline", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+    assert not list(tmp_path.glob("*.tvm")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def _bad_case(case: str, tmp_path):
+    out = ["-o", tmp_path / "out.tvm"]
+    if case == "missing":
+        return ["compile", tmp_path / "missing.onnx", *out], InputFileError.exit_code
+    if case == "malformed":
+        path = tmp_path / "bad.onnx"
+        path.write_bytes(b"not an onnx model at all" * 100)
+        return ["compile", path, *out], InputFileError.exit_code
+    path = tmp_path / "exported.onnx"
+    model = exported_style_model()
+    if case == "unsupported":
+        model.graph.node[1].op_type = "Celu"           # HardSwish -> an op Relax does not import
+        model.graph.node[1].name = "/act/Celu"
+        path_u = tmp_path / "unsupported.onnx"
+        onnx.save(model, path_u)
+        return (["compile", path_u, "--input-shape", "x:1,3,32,32", *out], ModelError.exit_code)
+    onnx.save(model, path)
+    if case == "dynamic":
+        return ["compile", path, *out], UsageError.exit_code
+    return ["compile", path, "--input-shape", "x:1,3,32", *out], UsageError.exit_code
