@@ -101,3 +101,27 @@ def test_tune_killed_then_resumed_keeps_every_record(tmp_path):
     meta = json.loads(res.stdout)
     assert meta["database"]["kernels_tuned"] >= 1 and meta["validation"]["passed"]
     assert meta["database"]["digest"]
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_records(tmp_path):
+    model = tiny_cnn(tmp_path / "tiny.onnx")
+    logs = tmp_path / "logs"
+    stderr = tmp_path / "tune.stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(_tune_cmd(model, logs, "--trials", "400", "--trials-per-task", "100"),
+                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and "best estimated latency" not in stderr.read_text():
+            assert proc.poll() is None, stderr.read_text()
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)     # what a terminal sends on Ctrl-C
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr.read_text()
+    assert "stopping after the batch in flight" in stderr.read_text()
+    assert "Traceback" not in stderr.read_text()
+    kept = db.count_records(logs / "x86-avx512")
+    assert kept >= 4 and f"holds {kept} records" in out

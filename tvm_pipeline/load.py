@@ -30,6 +30,7 @@ class LoadedModel:
 
     path: Path | None
     original: onnx.ModelProto        # the user's model, unchanged: the ONNX Runtime reference
+    pinned: onnx.ModelProto          # the user's model with static input shapes, nothing folded
     model: onnx.ModelProto           # static shapes, shape subgraphs folded: what TVM imports
     inputs: tuple[TensorInfo, ...]   # static shapes
     outputs: tuple[TensorInfo, ...]
@@ -134,8 +135,7 @@ def _fmt(shape) -> str:
     return "[" + ",".join(str(d) if d not in ("", None) else "?" for d in shape) + "]"
 
 
-def _pin_and_fold(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
-                  where: str) -> onnx.ModelProto:
+def _pin(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
     pinned = onnx.ModelProto()
     pinned.CopyFrom(model)
     for inp in pinned.graph.input:
@@ -144,6 +144,10 @@ def _pin_and_fold(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
             for dim, value in zip(dims, shapes[inp.name]):
                 dim.Clear()
                 dim.dim_value = value
+    return pinned
+
+
+def _fold(pinned: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], where: str) -> onnx.ModelProto:
     import onnxslim  # pylint: disable=import-outside-toplevel
 
     try:
@@ -155,7 +159,6 @@ def _pin_and_fold(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
                          hint="Check that --input-shape matches what the model was exported for.") from err
     if folded is None:
         raise ModelError(f"onnxslim returned no model for {where}.")
-    # onnxslim may keep value_info for intermediate tensors; drop stale dynamic ones.
     return folded
 
 
@@ -173,8 +176,10 @@ def load_proto(original: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
     if not inputs:
         raise ModelError(f"{where} has no graph inputs (all inputs are initializers).")
     shapes = _resolve_shapes(inputs, dict(input_shapes or {}), where)
-    folded = _pin_and_fold(original, shapes, where)
+    pinned = _pin(original, shapes)
+    folded = _fold(pinned, shapes, where)
     static_inputs, static_outputs = model_io(folded)
-    return LoadedModel(path=path, original=original, model=folded, inputs=tuple(static_inputs),
+    return LoadedModel(path=path, original=original, pinned=pinned, model=folded,
+                       inputs=tuple(static_inputs),
                        outputs=tuple(static_outputs),
                        sha256=hashlib.sha256(original.SerializeToString()).hexdigest())

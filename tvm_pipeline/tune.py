@@ -16,7 +16,9 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,17 @@ _FAILED = 1e9
 
 
 @dataclass(frozen=True)
+class SearchOptions:
+    """MetaSchedule's evolutionary search effort per batch (its defaults: 512 and 4)."""
+
+    population: int = 512
+    genetic_iters: int = 4
+
+
+SEARCH_PRESETS = {"default": SearchOptions(), "fast": SearchOptions(population=256, genetic_iters=2)}
+
+
+@dataclass(frozen=True)
 class TuneOptions:
     max_trials: int = 2000              # trials measured by this run (all tasks together)
     trials_per_task: int = 64           # per-task budget, records already in the database included
@@ -41,6 +54,7 @@ class TuneOptions:
     time_budget_s: float | None = None  # stop after the batch that crosses this wall-clock budget
     logs: str | None = None             # writable tuning-log root (see database.writable_root)
     seed: int | None = None
+    search: SearchOptions = SearchOptions()
     build_timeout_s: float = 30.0       # per candidate (workers are already running)
     run_timeout_s: float = 30.0
 
@@ -113,6 +127,7 @@ class _ProgressCallback(ms.measure_callback.PyMeasureCallback):
         self.deadline = deadline
         self.start = start
         self.time_up = False
+        self.interrupted = False
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
         task = self.state.tasks[task_id]
@@ -157,7 +172,7 @@ class _SequentialGradientScheduler(ms.task_scheduler.PyTaskScheduler):
         if self.last is not None and not tasks[self.last].is_terminated:
             self.join_running_task(self.last)          # measure callbacks commit the records
         self.last = None
-        if self.callback.time_up:
+        if self.callback.time_up or self.callback.interrupted:
             return -1
         for i, task in enumerate(tasks):
             if not task.is_terminated and self.progress.tasks[i].exhausted:
@@ -188,6 +203,35 @@ class _SequentialGradientScheduler(ms.task_scheduler.PyTaskScheduler):
         if top == min(scores):
             return self.rng.choice(alive)
         return alive[scores.index(top)]
+
+
+class _StopOnInterrupt:
+    """First Ctrl-C: finish and commit the batch in flight, then stop cleanly. Second: abort now.
+
+    (A KeyboardInterrupt raised inside MetaSchedule's C++ loop comes back as an opaque error, and
+    would lose the batch that was being measured.)"""
+
+    def __init__(self, callback: _ProgressCallback):
+        self.callback = callback
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        if self.callback.interrupted:
+            raise KeyboardInterrupt
+        self.callback.interrupted = True
+        sys.stderr.write("\ninterrupt: stopping after the batch in flight is measured and saved "
+                         "(Ctrl-C again to abort it)\n")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            current = signal.getsignal(signal.SIGINT)
+            if current not in (signal.SIG_IGN, None):
+                self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def _existing(database, mod) -> tuple[int, float | None]:
@@ -231,7 +275,10 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     # MetaSchedule's log set-up binds a console handler to sys.stdout; keep stdout for results.
     with contextlib.redirect_stdout(sys.stderr):
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir=str(work_dir), seed=options.seed)
+            todo, work_dir=str(work_dir), seed=options.seed,
+            strategy=ms.search_strategy.EvolutionarySearch(
+                population_size=options.search.population,
+                genetic_num_iters=options.search.genetic_iters))
     _quiet_metaschedule_console()
     start = time.perf_counter()
     deadline = start + options.time_budget_s if options.time_budget_s else None
@@ -240,24 +287,26 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     stopped_by = "budget"
     builder = PersistentLocalBuilder(_cores(target), options.build_timeout_s)
     try:
-        ms.tune_tasks(
-            tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-            max_trials_global=budget, max_trials_per_task=per_task,
-            num_trials_per_iter=options.trials_per_iter, database=database,
-            builder=builder,
-            runner=ms.runner.LocalRunner(timeout_sec=options.run_timeout_s),
-            measure_callbacks=_callbacks(callback),
-            task_scheduler=scheduler,
-        )
-    except KeyboardInterrupt:
-        stopped_by = "interrupt"
-    except Exception as err:  # a TVM error surfaced through the FFI
-        raise TuningError(f"Tuning {prepared.loaded.name} for {prepared.target.name} failed: "
-                          f"{type(err).__name__}: {str(err).strip()[-800:]}",
-                          hint=f"Records measured so far are kept in {folder}; logs are in "
-                               f"{work_dir}.") from err
+        with _StopOnInterrupt(callback):
+            ms.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+                max_trials_global=budget, max_trials_per_task=per_task,
+                num_trials_per_iter=options.trials_per_iter, database=database,
+                builder=builder,
+                runner=ms.runner.LocalRunner(timeout_sec=options.run_timeout_s),
+                measure_callbacks=_callbacks(callback),
+                task_scheduler=scheduler,
+            )
+    except Exception as err:  # a TVM error surfaced through the FFI (a second Ctrl-C lands here too)
+        if not callback.interrupted:
+            raise TuningError(f"Tuning {prepared.loaded.name} for {prepared.target.name} failed: "
+                              f"{type(err).__name__}: {str(err).strip()[-800:]}",
+                              hint=f"Records measured so far are kept in {folder}; logs are in "
+                                   f"{work_dir}.") from err
     finally:
         builder.shutdown()
+    if callback.interrupted:
+        stopped_by = "interrupt"
     if callback.time_up and stopped_by == "budget":
         stopped_by = "time"
     progress.elapsed_s = time.perf_counter() - start

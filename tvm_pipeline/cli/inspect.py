@@ -21,7 +21,10 @@ def run(args: argparse.Namespace) -> int:
     from ..prepare import check_operators  # pylint: disable=import-outside-toplevel
 
     loaded = load(args.model, common.input_shapes(args))
-    cost = analyze(loaded.model)
+    try:   # the user's graph as written (layer names, BatchNorm separate), when shapes allow
+        cost = analyze(loaded.pinned)
+    except ModelError:   # shapes only static once the shape subgraphs are folded
+        cost = analyze(loaded.model)
     declared, _ = model_io(loaded.original)
     try:
         check_operators(loaded.model, args.model)

@@ -34,6 +34,10 @@ def register(sub) -> None:
                         help="candidates measured per batch (default 64)")
     parser.add_argument("--time-budget", default=None, metavar="DURATION",
                         help="stop after the batch that crosses this wall-clock time (e.g. 30m)")
+    parser.add_argument("--search", choices=["default", "fast"], default="default",
+                        help="evolutionary search effort per batch: default (MetaSchedule's: "
+                             "population 512, 4 generations) or fast (256, 2): about half the "
+                             "search time per batch, for covering many tasks in a short budget")
     parser.add_argument("--seed", type=int, default=None)
     common.add_json(parser)
     parser.set_defaults(run=run)
@@ -59,7 +63,7 @@ class _Display:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import prepare, tune  # pylint: disable=import-outside-toplevel
-    from ..tune import TuneOptions  # pylint: disable=import-outside-toplevel
+    from ..tune import SEARCH_PRESETS, TuneOptions  # pylint: disable=import-outside-toplevel
 
     for flag in ("trials", "trials_per_task", "trials_per_iter"):
         if getattr(args, flag) < 1:
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     options = TuneOptions(max_trials=args.trials, trials_per_task=args.trials_per_task,
                           trials_per_iter=args.trials_per_iter,
                           time_budget_s=parse_duration(args.time_budget), logs=args.logs,
-                          seed=args.seed)
+                          seed=args.seed, search=SEARCH_PRESETS[args.search])
     prepared = prepare(args.model, args.target, common.input_shapes(args))
     common.say(f"tuning {prepared.loaded.name} for {prepared.target.name}: "
                f"{len(prepared.kernels)} kernels")
