@@ -6,16 +6,18 @@ cd "$(dirname "$0")/.."
 extras="${1:-}"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || { echo "setup: $PY not found; install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)" >&2; exit 1; }
+apt_install() {  # Debian packages, only when missing; as root (CI, containers) or with sudo
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  command -v apt-get >/dev/null || { echo "setup: please install: $*" >&2; exit 1; }
+  echo "setup: installing Debian packages: $*" >&2
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
 # export_library links the compiled module with the system C++ compiler.
-if ! command -v g++ >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing g++ (Debian package) for exporting compiled modules" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
-  else
-    echo "setup: g++ is missing; install it (Debian: sudo apt-get install g++)" >&2; exit 1
-  fi
+command -v g++ >/dev/null || apt_install g++
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3.11-venv; "$PY" -m venv .venv; }
 fi
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from conftest import const, exported_style_model, make_model
+from conftest import exported_style_model, make_model
 from tvm_pipeline.api import CompileOptions, bench, classify, compile as compile_model, prepare, validate
 from tvm_pipeline.artifact import load_artifact
 from tvm_pipeline.errors import InputFileError, ModelError, UsageError, ValidationError
@@ -55,7 +55,6 @@ def test_unsupported_operators_listed_at_once(tmp_path):
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     path = tmp_path / "unsupported.onnx"
     onnx.save(model, path)
-    from tvm_pipeline.load import load_proto
     from tvm_pipeline.prepare import check_operators
 
     with pytest.raises(ModelError) as err:

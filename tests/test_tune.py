@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper
 
 from conftest import const, make_model

@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import UsageError
-from .validate import Runner, physical_cores
+from .targets import physical_cores
+from .validate import Runner
 
 BLOCKS = 5   # alternating timing blocks per runner (fewer when runs < BLOCKS)
 _STATS = ("mean", "median", "p90", "p99", "std", "min", "max")

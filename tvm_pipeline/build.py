@@ -14,7 +14,6 @@ from pathlib import Path
 
 import tvm
 from tvm import relax
-from tvm.s_tir import meta_schedule as ms
 
 from . import database as db
 from .errors import ToolchainError

@@ -66,7 +66,8 @@ def targets_dir() -> Path:
     return data_dir("targets")
 
 
-def _physical_cores() -> int:
+def physical_cores() -> int:
+    """Physical CPU cores of this machine (logical ones when psutil cannot tell)."""
     try:
         import psutil  # pylint: disable=import-outside-toplevel
 
@@ -101,7 +102,7 @@ def load_target_file(path: Path) -> TargetSpec:
         extra=ours,
     )
     if spec.tvm.get("kind") == "llvm" and "num-cores" not in spec.tvm and spec.export == "native":
-        spec.tvm["num-cores"] = _physical_cores()
+        spec.tvm["num-cores"] = physical_cores()
     return spec
 
 

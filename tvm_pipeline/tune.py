@@ -234,17 +234,24 @@ class _StopOnInterrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _existing(database, mod) -> tuple[int, float | None]:
-    """Records already measured for a workload, and the best mean latency among them (us)."""
+def _existing(database, mod, counts: dict) -> tuple[int, float | None]:
+    """Trials already recorded for a workload (failed ones included), and its best latency (us)."""
     if not database.has_workload(mod):
         return 0, None
     workload = database.commit_workload(mod)
-    records = database.get_top_k(workload, 1 << 30)
-    best = None
-    if records:
-        secs = [float(s) for s in records[0].run_secs]
-        best = 1e6 * sum(secs) / len(secs)
-    return len(records), best
+    best = database.get_top_k(workload, 1)
+    best_us = None
+    if best:
+        secs = [float(s) for s in best[0].run_secs]
+        best_us = 1e6 * sum(secs) / len(secs)
+    return counts.get(workload, 0), best_us
+
+
+def _records_per_workload(database) -> dict:
+    counts: dict = {}
+    for record in database.get_all_tuning_records():
+        counts[record.workload] = counts.get(record.workload, 0) + 1
+    return counts
 
 
 def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
@@ -259,8 +266,9 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     records_before = db.count_records(folder)
     extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
     states, todo = [], []
+    counts = _records_per_workload(database)
     for task in extracted:
-        done, best = _existing(database, task.dispatched[0])
+        done, best = _existing(database, task.dispatched[0], counts)
         state = TaskState(task.task_name, int(task.weight), done, best_us=best)
         if done < options.trials_per_task:
             states.append(state)

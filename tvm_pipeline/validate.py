@@ -23,7 +23,6 @@ Non-finite numbers (an error of ``inf``, a ``nan`` cosine) become ``null`` in :m
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,18 +32,10 @@ import onnx
 
 from .analysis import TensorInfo
 from .errors import ModelError, UsageError, ValidationError
+from .targets import physical_cores
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 _KINDS = ("count", "shape", "dtype", "nonfinite", "tolerance", "cosine", "top1")
-
-
-def physical_cores() -> int:
-    """Physical CPU cores of this machine (logical ones when psutil cannot tell)."""
-    try:
-        import psutil  # pylint: disable=import-outside-toplevel
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

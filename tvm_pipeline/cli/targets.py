@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
         mark = "*" if spec.name == host else " "
         print(f"{mark} {spec.name:<{width}}  {spec.description}")
     if host:
-        print(f"\n* detected for this machine (the default --target)")
+        print("\n* detected for this machine (the default --target)")
     return 0
