@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import tvm_pipeline as tp
-from tvm_pipeline.bench import BenchOptions
+from tvm_pipeline.stages.bench import BenchOptions
 
 
 def run_one(arch: str, target: str | None, work: Path, runs: int, logs: str | None) -> dict:

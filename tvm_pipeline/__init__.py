@@ -32,7 +32,7 @@ the CLI maps them to exit codes in one place (``tvm_pipeline.errors``).
 
 from .api import CompileOptions, CompileResult, bench, classify, compile, prepare, tune, validate
 from .errors import PipelineError
-from .load import LoadedModel, load
+from .stages.load import LoadedModel, load
 from .models import MobileNetSpec, build_mobilenet, export_mobilenet
 from .targets import TargetSpec, list_targets, resolve_target
 
@@ -44,7 +44,7 @@ def __getattr__(name: str):
     if name in lazy:
         import importlib  # pylint: disable=import-outside-toplevel
 
-        return getattr(importlib.import_module(f".{lazy[name]}", __name__), name)
+        return getattr(importlib.import_module(f".stages.{lazy[name]}", __name__), name)
     raise AttributeError(name)
 
 

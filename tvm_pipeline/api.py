@@ -14,22 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import InputFileError, UsageError
-from .load import LoadedModel, load
+from .stages.load import LoadedModel, load
 from .targets import TargetSpec, resolve_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from .artifact import Artifact
-    from .bench import BenchOptions, BenchResult
-    from .build import BuildResult
-    from .prepare import PreparedModule
-    from .tune import TuneOptions, TuneProgress, TuneResult
-    from .validate import ValidateOptions, ValidationReport
+    from .stages.bench import BenchOptions, BenchResult
+    from .stages.build import BuildResult
+    from .stages.prepare import PreparedModule
+    from .stages.tune import TuneOptions, TuneProgress, TuneResult
+    from .stages.validate import ValidateOptions, ValidationReport
 
 
 def prepare(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | None = None,
             input_shapes: dict[str, tuple[int, ...]] | None = None) -> "PreparedModule":
     """Load (if given a path) and import a model into fused Relax for ``target`` (default: host)."""
-    from .prepare import prepare as _prepare  # pylint: disable=import-outside-toplevel
+    from .stages.prepare import prepare as _prepare  # pylint: disable=import-outside-toplevel
 
     loaded = model if isinstance(model, LoadedModel) else load(model, input_shapes)
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
@@ -39,7 +39,7 @@ def prepare(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | N
 def tune(prepared: "PreparedModule", options: "TuneOptions | None" = None,
          report: "Callable[[TuneProgress], None] | None" = None) -> "TuneResult":
     """Tune the prepared module's kernels into the target's database (resumable)."""
-    from .tune import TuneOptions, tune as _tune  # pylint: disable=import-outside-toplevel
+    from .stages.tune import TuneOptions, tune as _tune  # pylint: disable=import-outside-toplevel
 
     return _tune(prepared, options or TuneOptions(), report)
 
@@ -66,8 +66,8 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
             options: CompileOptions = CompileOptions()) -> CompileResult:
     """Build, export, validate against ONNX Runtime, then (and only then) write the artifact."""
     from .artifact import StagedArtifact  # pylint: disable=import-outside-toplevel
-    from .build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
-    from . import validate as val  # pylint: disable=import-outside-toplevel
+    from .stages.build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
+    from .stages import validate as val  # pylint: disable=import-outside-toplevel
 
     start = time.perf_counter()
     result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
@@ -103,7 +103,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
 
 def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
     import hashlib  # pylint: disable=import-outside-toplevel
-    from .load import read_onnx  # pylint: disable=import-outside-toplevel
+    from .stages.load import read_onnx  # pylint: disable=import-outside-toplevel
 
     path = model or artifact.metadata.get("model", {}).get("path")
     if not path:
@@ -126,7 +126,7 @@ def validate(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike 
     """Run the artifact and ONNX Runtime on the same inputs and compare every output."""
     from .analysis import TensorInfo  # pylint: disable=import-outside-toplevel
     from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
-    from . import validate as val  # pylint: disable=import-outside-toplevel
+    from .stages import validate as val  # pylint: disable=import-outside-toplevel
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     reference = val.ort_runner(_reference_model(art, model))
@@ -141,7 +141,7 @@ def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | N
     """Latency of the artifact and of ONNX Runtime, measured in this process run."""
     from .analysis import TensorInfo  # pylint: disable=import-outside-toplevel
     from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
-    from . import bench as bn, validate as val  # pylint: disable=import-outside-toplevel
+    from .stages import bench as bn, validate as val  # pylint: disable=import-outside-toplevel
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     opts = options or bn.BenchOptions()
@@ -154,7 +154,7 @@ def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | N
 def classify(artifact: "Artifact | str | os.PathLike", image: str | os.PathLike, k: int = 5):
     """Top-k ImageNet labels of an image with the compiled module (MobileNet preprocessing)."""
     from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
-    from . import classify as cls  # pylint: disable=import-outside-toplevel
+    from .stages import classify as cls  # pylint: disable=import-outside-toplevel
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     if len(art.inputs) != 1:

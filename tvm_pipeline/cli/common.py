@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..load import parse_input_shapes
+from ..stages.load import parse_input_shapes
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def add_validation(parser: argparse.ArgumentParser) -> None:
 
 def validate_options(args: argparse.Namespace):
     from pathlib import Path  # pylint: disable=import-outside-toplevel
-    from ..validate import Tolerances, ValidateOptions  # pylint: disable=import-outside-toplevel
+    from ..stages.validate import Tolerances, ValidateOptions  # pylint: disable=import-outside-toplevel
 
     return ValidateOptions(samples=args.samples, seed=args.seed,
                            images=tuple(Path(p) for p in args.image),

@@ -63,7 +63,7 @@ class _Display:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import prepare, tune  # pylint: disable=import-outside-toplevel
-    from ..tune import SEARCH_PRESETS, TuneOptions  # pylint: disable=import-outside-toplevel
+    from ..stages.tune import SEARCH_PRESETS, TuneOptions  # pylint: disable=import-outside-toplevel
 
     for flag in ("trials", "trials_per_task", "trials_per_iter"):
         if getattr(args, flag) < 1:

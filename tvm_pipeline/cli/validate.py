@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import validate  # pylint: disable=import-outside-toplevel
-    from ..validate import check  # pylint: disable=import-outside-toplevel
+    from ..stages.validate import check  # pylint: disable=import-outside-toplevel
 
     report = validate(args.artifact, args.model, common.validate_options(args))
     if args.json:

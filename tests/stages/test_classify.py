@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvm_pipeline.classify import Prediction, classify, format_predictions, preprocess, top_k
+from tvm_pipeline.stages.classify import Prediction, classify, format_predictions, preprocess, top_k
 from tvm_pipeline.errors import InputFileError, UsageError
 from tvm_pipeline.models.mobilenet import MobileNetSpec, build_mobilenet
-from tvm_pipeline.validate import ort_runner
+from tvm_pipeline.stages.validate import ort_runner
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from PIL import Image
 from tvm_pipeline.analysis import TensorInfo
 from tvm_pipeline.errors import UsageError, ValidationError
 from tvm_pipeline.models.mobilenet import MobileNetSpec, build_mobilenet
-from tvm_pipeline.validate import (OutputReport, Tolerances, ValidateOptions, ValidationReport,
+from tvm_pipeline.stages.validate import (OutputReport, Tolerances, ValidateOptions, ValidationReport,
                                    check, compare, make_feeds, ort_runner, validate)
 
 INPUTS = [TensorInfo("input", (1, 3, 96, 96), "float32")]

@@ -115,7 +115,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_records(tmp_path):
             assert proc.poll() is None, stderr.read_text()
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)     # what a terminal sends on Ctrl-C
-        out, _ = proc.communicate(timeout=300)
+        out, _ = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -21,9 +21,9 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
-from .errors import ModelError
+from ..errors import ModelError
 from .load import LoadedModel
-from .targets import TargetSpec
+from ..targets import TargetSpec
 
 
 @dataclass(frozen=True)

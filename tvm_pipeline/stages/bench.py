@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import UsageError
-from .targets import physical_cores
+from ..errors import UsageError
+from ..targets import physical_cores
 from .validate import Runner
 
 BLOCKS = 5   # alternating timing blocks per runner (fewer when runs < BLOCKS)

@@ -27,9 +27,9 @@ from typing import Callable
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from . import database as db
-from .builders import PersistentLocalBuilder
-from .errors import TuningError
+from .. import database as db
+from ..builders import PersistentLocalBuilder
+from ..errors import TuningError
 from .prepare import PreparedModule
 
 _FAILED = 1e9

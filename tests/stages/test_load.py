@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 
 from conftest import exported_style_model, make_model
 from tvm_pipeline.errors import InputFileError, ModelError, UsageError
-from tvm_pipeline.load import load, load_proto, parse_input_shapes
+from tvm_pipeline.stages.load import load, load_proto, parse_input_shapes
 
 
 def test_parse_input_shapes():

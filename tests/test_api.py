@@ -1,4 +1,5 @@
-"""prepare -> build -> compile (validating) -> validate/bench/classify on real TVM builds."""
+"""The lifecycle verbs (tvm_pipeline.api) on real TVM builds: prepare -> compile (validating) ->
+validate/bench/classify."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from conftest import exported_style_model, make_model
 from tvm_pipeline.api import CompileOptions, bench, classify, compile as compile_model, prepare, validate
 from tvm_pipeline.artifact import load_artifact
 from tvm_pipeline.errors import InputFileError, ModelError, UsageError, ValidationError
-from tvm_pipeline.validate import Tolerances, ValidateOptions
+from tvm_pipeline.stages.bench import BenchOptions
+from tvm_pipeline.stages.validate import Tolerances, ValidateOptions
 
 
 def test_prepare_fuses_conv_bias_activation(small_v2):
@@ -55,7 +57,7 @@ def test_unsupported_operators_listed_at_once(tmp_path):
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     path = tmp_path / "unsupported.onnx"
     onnx.save(model, path)
-    from tvm_pipeline.prepare import check_operators
+    from tvm_pipeline.stages.prepare import check_operators
 
     with pytest.raises(ModelError) as err:
         check_operators(model, str(path))
@@ -77,8 +79,7 @@ def test_compile_refuses_to_write_a_failing_artifact(small_v2, tmp_path):
 def test_validate_bench_classify_on_artifact(small_v2_artifact, tmp_path):
     report = validate(small_v2_artifact)
     assert report.passed and report.outputs[0].max_abs < 1e-4
-    result = bench(small_v2_artifact, options=__import__("tvm_pipeline.bench", fromlist=["x"])
-                   .BenchOptions(warmup=2, runs=5))
+    result = bench(small_v2_artifact, options=BenchOptions(warmup=2, runs=5))
     d = result.to_dict()
     assert d["tvm_median_ms"] > 0 and d["ort_median_ms"] > 0
     assert d["ratio"] == pytest.approx(d["tvm_median_ms"] / d["ort_median_ms"])
@@ -103,3 +104,12 @@ def test_load_artifact_errors(tmp_path):
         load_artifact(tmp_path / "missing.tvm")
     with pytest.raises(InputFileError, match="not a tvm-pipeline artifact"):
         load_artifact(tmp_path)
+
+
+def test_package_verbs_are_not_shadowed_by_stage_modules():
+    import tvm_pipeline as tp
+    import tvm_pipeline.stages.bench, tvm_pipeline.stages.tune  # noqa: F401  (imported on purpose)
+
+    for verb in ("load", "prepare", "tune", "compile", "validate", "bench", "classify"):
+        assert callable(getattr(tp, verb)), verb
+    assert tp.TuneOptions().trials_per_task > 0 and tp.BenchOptions().runs > 0

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import onnx
 
-from .analysis import TensorInfo, model_io
-from .errors import InputFileError, ModelError, UsageError
+from ..analysis import TensorInfo, model_io
+from ..errors import InputFileError, ModelError, UsageError
 
 _SHAPE_RE = re.compile(r"^\s*(?:(?P<name>[^:]+):)?(?P<dims>\d+(?:\s*[,x]\s*\d+)*)\s*$")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from . import database as db
-from .errors import ToolchainError
+from .. import database as db
+from ..errors import ToolchainError
 from .prepare import PreparedModule
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputFileError, UsageError
+from ..errors import InputFileError, UsageError
 from .validate import Runner
 
 

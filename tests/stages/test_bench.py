@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from tvm_pipeline.bench import BenchOptions, BenchResult, LatencyStats, bench, time_runner
+from tvm_pipeline.stages.bench import BenchOptions, BenchResult, LatencyStats, bench, time_runner
 from tvm_pipeline.errors import UsageError
 from tvm_pipeline.models.mobilenet import MobileNetSpec, build_mobilenet
-from tvm_pipeline.validate import ort_runner
+from tvm_pipeline.stages.validate import ort_runner
 
 STATS = ("median", "mean", "p90", "p99", "std", "min")
 FAST = BenchOptions(warmup=1, runs=5, threads=1)

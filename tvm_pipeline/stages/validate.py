@@ -30,9 +30,9 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from .analysis import TensorInfo
-from .errors import ModelError, UsageError, ValidationError
-from .targets import physical_cores
+from ..analysis import TensorInfo
+from ..errors import ModelError, UsageError, ValidationError
+from ..targets import physical_cores
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 _KINDS = ("count", "shape", "dtype", "nonfinite", "tolerance", "cosine", "top1")
