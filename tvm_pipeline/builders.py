@@ -42,7 +42,7 @@ def _call(args):
 class PersistentLocalBuilder(ms.builder.PyBuilder):
     """Builds candidates in a long-lived process pool."""
 
-    def __init__(self, max_workers: int, timeout_sec: float = 120.0, recycle_every: int = 50):
+    def __init__(self, max_workers: int, timeout_sec: float = 30.0, recycle_every: int = 50):
         super().__init__()
         self.max_workers = max_workers
         self.timeout_sec = timeout_sec

@@ -37,8 +37,12 @@ class BuildResult:
     seconds: float
     ir: tvm.IRModule = field(repr=False, default=None)
 
+    @property
+    def kernels_total(self) -> int:
+        return len(self.tuned_kernels) + len(self.untuned_kernels)
+
     def summary(self) -> str:
-        total = len(self.tuned_kernels) + len(self.untuned_kernels)
+        total = self.kernels_total
         where = ", ".join(str(d) for d in self.database_dirs) or "no database"
         return (f"{len(self.tuned_kernels)}/{total} kernels tuned from {where}; "
                 f"{len(self.untuned_kernels)} left untuned (naive loops)")

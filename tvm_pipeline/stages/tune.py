@@ -4,8 +4,9 @@
   in the database (so re-running continues where the last run stopped, and a task that has its
   budget is not tuned again), and an optional wall-clock ``time_budget_s``.
 * Records: MetaSchedule's AddToDatabase callback appends every measured candidate to the target's
-  JSON database as soon as its batch is measured; Ctrl-C or a kill loses at most the batch in
-  flight, and ``database.repair`` drops a line cut by a kill.
+  JSON database as soon as its batch is measured, before the next batch is built. Ctrl-C
+  finishes and saves the batch in flight, then stops; a kill loses at most that batch, and
+  ``database.repair`` drops a line cut by the kill.
 * Progress: a measure callback reports tasks done, trials, and the best estimated latency
   (sum over kernels of weight x best measured time) after every batch.
 """
@@ -273,12 +274,12 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
         if done < options.trials_per_task:
             states.append(state)
             todo.append(task)
-    progress = TuneProgress(states, 0, 0.0, options.max_trials, options.trials_per_task)
+    remaining = [options.trials_per_task - s.trials_before for s in states]
+    budget = min(options.max_trials, sum(remaining))   # what this run can actually measure
+    progress = TuneProgress(states, 0, 0.0, budget, options.trials_per_task)
     if not todo:
         return TuneResult(folder, progress, "nothing-to-do", records_before, records_before)
-    remaining = [options.trials_per_task - s.trials_before for s in states]
     per_task = max(remaining)
-    budget = min(options.max_trials, sum(remaining))
     work_dir = folder / "logs"
     # MetaSchedule's log set-up binds a console handler to sys.stdout; keep stdout for results.
     with contextlib.redirect_stdout(sys.stderr):
