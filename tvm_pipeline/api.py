@@ -50,6 +50,7 @@ class CompileOptions:
     use_database: bool = True
     validate: bool = True                 # refuse to write an artifact that disagrees with ORT
     validate_options: "ValidateOptions | None" = None
+    ndk: str | None = None                # Android NDK root or clang++ (targets with export "ndk")
 
 
 @dataclass
@@ -69,12 +70,15 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
     from .stages.build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
     from .stages import validate as val  # pylint: disable=import-outside-toplevel
 
+    from .toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
+
     start = time.perf_counter()
+    toolchain = toolchain_for(prepared.target, options.ndk)   # before the build: fail fast
     result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
     loaded = prepared.loaded
     report, skipped = None, None
     with StagedArtifact(output) as staged:
-        export_library(result, staged.path / "model.so")
+        export_library(result, staged.path / "model.so", toolchain)
         metadata = {
             "model": {"name": loaded.name, "path": str(loaded.path.resolve()) if loaded.path else None,
                       "sha256": loaded.sha256},
@@ -82,6 +86,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
             "outputs": [t.to_dict() for t in loaded.outputs],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "built_on": platform.node(),
+            "toolchain": toolchain.to_dict(),
             **result.metadata(),
         }
         staged.write_metadata({**metadata, "validation": None})

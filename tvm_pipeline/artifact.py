@@ -52,13 +52,19 @@ class Artifact:
 
     def check_runs_here(self) -> None:
         """A clear error instead of a loader crash when the artifact is for another machine."""
-        host = self.metadata["target"].get("host_arch")
-        if host and host != platform.machine():
-            raise UsageError(
-                f"Artifact {self.path} was compiled for target '{self.target_name}' ({host}); this "
-                f"machine is {platform.machine()}.",
-                hint="Run it on the device (see --rpc), or compile for this machine with "
-                     "`tvm-pipeline compile MODEL --target host`.")
+        from .targets import device_exists  # pylint: disable=import-outside-toplevel
+
+        target = self.metadata["target"]
+        arch, device = target.get("arch") or target.get("host_arch"), target.get("device", "cpu")
+        hint = ("Run it on the device with --rpc HOST:PORT (or --tracker HOST:PORT --key KEY), or "
+                "compile for this machine with `tvm-pipeline compile MODEL --target host`.")
+        if arch and arch != platform.machine():
+            raise UsageError(f"Artifact {self.path} was compiled for target '{self.target_name}', "
+                             f"which runs on {arch}; this machine is {platform.machine()}.", hint=hint)
+        if not device_exists(device):
+            raise UsageError(f"Artifact {self.path} was compiled for target '{self.target_name}', "
+                             f"whose kernels run on a {device} device; this machine has none.",
+                             hint=hint)
 
     def runner(self):
         """A callable ``feeds -> list of numpy outputs`` running the module on this machine's CPU."""

@@ -5,11 +5,20 @@ plus one key of ours, ``"pipeline"``, that says how to describe, export, and det
      "pipeline": {"description": "...", "export": "native",
                   "host_requires": ["avx512f"], "host_priority": 20}}
 
-Pipeline keys: ``description`` (one line for ``tvm-pipeline targets``), ``export`` (``native`` builds
-with the host compiler; cross targets name their compiler in ``cross_compiler``), ``rpc_key``
-(the tracker key of matching devices), ``host_requires``/``host_priority`` (CPU flags that make this
-target a candidate for the running host, and which candidate wins). A target is found by file name
-only; nothing in the code knows any particular target.
+Pipeline keys:
+
+- ``description``: one line for ``tvm-pipeline targets``.
+- ``export``: how the host code is linked (see ``toolchains``): ``native`` (this machine's g++),
+  ``cross`` (the compiler named by ``cross_compiler``, from the Debian package ``toolchain_package``),
+  ``ndk`` (the Android NDK's clang, found through ``--ndk``/``TVM_NDK_CC``/``ANDROID_NDK_HOME``).
+- ``arch``: the machine (``uname -m``) the compiled library runs on; defaults to this machine for
+  ``native`` targets. ``device``: the TVM device the kernels run on (``cpu``, ``cuda``, ``opencl``);
+  a remote run opens the same device on the RPC server.
+- ``rpc_key``: the tracker key that devices of this class register under.
+- ``host_requires``/``host_priority``: CPU flags that make this target a candidate for the running
+  host, and which candidate wins.
+
+A target is found by file name only; nothing in the code knows any particular target.
 
 CPU targets that run on the build host may omit ``num-cores``: it is filled in from this machine
 (MetaSchedule needs it to tune an llvm target).
@@ -38,8 +47,11 @@ class TargetSpec:
     path: Path
     tvm: dict[str, Any]                       # what tvm.target.Target receives
     description: str = ""
-    export: str = "native"                    # "native" or "cross"
+    export: str = "native"                    # a key of toolchains.EXPORTERS
     cross_compiler: str | None = None
+    toolchain_package: str | None = None      # the Debian package that provides cross_compiler
+    arch: str = ""                            # uname -m of the machine the library runs on
+    device: str = "cpu"                       # TVM device kind of the kernels: cpu, cuda, opencl
     rpc_key: str | None = None
     host_requires: tuple[str, ...] = ()
     host_priority: int = 0
@@ -47,7 +59,9 @@ class TargetSpec:
 
     @property
     def runs_on_host(self) -> bool:
-        return self.export == "native" and host_matches(self)
+        """Whether a module for this target can run on this machine (its arch, flags and device)."""
+        return (self.export == "native" and self.arch == platform.machine()
+                and set(self.host_requires) <= host_cpu_flags() and device_exists(self.device))
 
     def to_tvm(self):
         """The ``tvm.target.Target`` (imported lazily: TVM is heavy and moves fast)."""
@@ -59,7 +73,7 @@ class TargetSpec:
         return {"name": self.name, "path": str(self.path), "tvm": self.tvm,
                 "description": self.description,
                 "export": self.export, "cross_compiler": self.cross_compiler,
-                "rpc_key": self.rpc_key}
+                "arch": self.arch, "device": self.device, "rpc_key": self.rpc_key}
 
 
 def targets_dir() -> Path:
@@ -89,13 +103,17 @@ def load_target_file(path: Path) -> TargetSpec:
                              hint="A target file is the dict tvm.target.Target takes, e.g. "
                                   '{"kind": "llvm", "mcpu": "haswell"}.')
     ours = dict(raw.pop(PIPELINE_KEY, {}))
+    export = ours.pop("export", "native")
     spec = TargetSpec(
         name=path.stem,
         path=path,
         tvm=raw,
         description=ours.pop("description", ""),
-        export=ours.pop("export", "native"),
+        export=export,
         cross_compiler=ours.pop("cross_compiler", None),
+        toolchain_package=ours.pop("toolchain_package", None),
+        arch=ours.pop("arch", "") or (platform.machine() if export == "native" else ""),
+        device=ours.pop("device", "cpu"),
         rpc_key=ours.pop("rpc_key", None),
         host_requires=tuple(ours.pop("host_requires", ())),
         host_priority=int(ours.pop("host_priority", 0)),
@@ -137,11 +155,22 @@ def host_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def device_exists(device: str) -> bool:
+    """Whether this machine has a TVM device of that kind (``cpu`` always does)."""
+    if device == "cpu":
+        return True
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    try:
+        return bool(tvm.runtime.device(device, 0).exist)
+    except Exception:  # pylint: disable=broad-except
+        return False    # the runtime lacks that device API entirely
+
+
 def host_matches(spec: TargetSpec) -> bool:
-    if not spec.host_requires:
-        return False
-    arch_ok = spec.extra.get("host_arch", "x86_64") == platform.machine()
-    return arch_ok and set(spec.host_requires) <= host_cpu_flags()
+    """Whether ``spec`` is a candidate for this machine when no target is named."""
+    return (bool(spec.host_requires) and spec.export == "native" and spec.device == "cpu"
+            and spec.arch == platform.machine() and set(spec.host_requires) <= host_cpu_flags())
 
 
 def detect_host_target() -> TargetSpec:

@@ -18,6 +18,9 @@ def register(sub) -> None:
                         help="skip the ONNX Runtime comparison (the artifact records it was skipped)")
     parser.add_argument("--untuned", action="store_true",
                         help="ignore tuning databases (every kernel naive; for comparisons)")
+    parser.add_argument("--ndk", default=None, metavar="PATH",
+                        help="Android NDK root (or its clang++) for targets that link with the NDK "
+                             "(default: $TVM_NDK_CC, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
     common.add_validation(parser)
     common.add_json(parser)
     parser.set_defaults(run=run)
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
                f"({len(prepared.kernels)} kernels)")
     result = compile_model(prepared, output, CompileOptions(
         logs=args.logs, use_database=not args.untuned, validate=not args.no_validate,
-        validate_options=common.validate_options(args)))
+        validate_options=common.validate_options(args), ndk=args.ndk))
     if args.json:
         common.emit_json({"artifact": str(result.artifact.path), "seconds": round(result.seconds, 1),
                           **result.artifact.metadata})

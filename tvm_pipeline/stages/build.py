@@ -7,7 +7,6 @@ that an untuned build is never silent.
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from tvm import relax
 
 from .. import database as db
 from ..errors import ToolchainError
+from ..toolchains import Toolchain
 from .prepare import PreparedModule
 
 
@@ -50,9 +50,7 @@ class BuildResult:
     def metadata(self) -> dict:
         target = self.prepared.target
         return {
-            "target": {**target.to_dict(),
-                       "host_arch": target.extra.get("host_arch", platform.machine())
-                       if target.export == "native" else target.extra.get("device_arch")},
+            "target": target.to_dict(),
             "tvm_version": tvm.__version__,
             "database": {"dirs": [str(d) for d in self.database_dirs],
                          "digest": self.database_digest,
@@ -92,11 +90,25 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
                        database_digest=db.digest(dirs), seconds=time.perf_counter() - start, ir=mod)
 
 
-def export_library(result: BuildResult, path: Path) -> None:
-    """Write the executable as a shared library with the target's compiler."""
+def _tail(text: str, limit: int = 800) -> str:
+    """The last whole lines of a compiler message that fit in ``limit`` characters."""
+    lines, size = [], 0
+    for line in reversed(text.strip().splitlines()):
+        if size + len(line) > limit and lines:
+            break
+        lines.insert(0, line)
+        size += len(line) + 1
+    return "\n".join(lines)
+
+
+def export_library(result: BuildResult, path: Path, toolchain: "Toolchain | None" = None) -> None:
+    """Write the executable as a shared library with the target's toolchain (default: native)."""
+    toolchain = toolchain or Toolchain("native", None)
     try:
-        result.executable.export_library(str(path))
+        result.executable.export_library(str(path), fcompile=toolchain.fcompile())
     except Exception as err:
-        raise ToolchainError(f"Exporting the compiled module to {path} failed: "
-                             f"{str(err).strip()[-800:]}",
-                             hint="Check that a C++ compiler (g++) is installed.") from err
+        compiler = toolchain.compiler or "g++"
+        raise ToolchainError(f"Linking the compiled module into {path} with {compiler} failed:\n"
+                             f"{_tail(str(err))}",
+                             hint=f"Check that {compiler} works (run it by hand on a small file); "
+                                  "re-run with TVM_PIPELINE_DEBUG=1 for the full traceback.") from err
