@@ -15,6 +15,15 @@ apt_install() {  # Debian packages, only when missing; as root (CI, containers) 
 }
 # export_library links the compiled module with the system C++ compiler.
 command -v g++ >/dev/null || apt_install g++
+# The tests cross-compile for ARM (Debian's cross g++) and run the result on an emulated aarch64
+# device (QEMU user mode, see scripts/arm-device). Users of cross targets are told what to install.
+if [[ "$extras" == *test* ]]; then
+  missing=()
+  command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(g++-aarch64-linux-gnu)
+  command -v arm-linux-gnueabihf-g++ >/dev/null || missing+=(g++-arm-linux-gnueabihf)
+  command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3.11-venv; "$PY" -m venv .venv; }
 fi

@@ -19,6 +19,7 @@ from .targets import TargetSpec, resolve_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from .artifact import Artifact
+    from .remote import RemoteOptions
     from .stages.bench import BenchOptions, BenchResult
     from .stages.build import BuildResult
     from .stages.prepare import PreparedModule
@@ -51,6 +52,7 @@ class CompileOptions:
     validate: bool = True                 # refuse to write an artifact that disagrees with ORT
     validate_options: "ValidateOptions | None" = None
     ndk: str | None = None                # Android NDK root or clang++ (targets with export "ndk")
+    remote: "RemoteOptions | None" = None  # validate on this device before writing the artifact
 
 
 @dataclass
@@ -90,13 +92,15 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
             **result.metadata(),
         }
         staged.write_metadata({**metadata, "validation": None})
+        remote = options.remote if options.remote is not None and options.remote.enabled else None
         if not options.validate:
             skipped = "disabled (--no-validate)"
-        elif not prepared.target.runs_on_host:
-            skipped = (f"target {prepared.target.name} does not run on this machine; "
-                       "validate on the device with `tvm-pipeline validate --rpc`")
+        elif remote is None and not prepared.target.runs_on_host:
+            skipped = (f"target {prepared.target.name} does not run on this machine; validate on "
+                       "the device with `tvm-pipeline validate ARTIFACT --rpc HOST:PORT`, or pass "
+                       "--rpc to compile")
         else:
-            report = val.validate(staged.artifact().runner(), val.ort_runner(loaded.original),
+            report = val.validate(staged.artifact().runner(remote), val.ort_runner(loaded.original),
                                   loaded.inputs, [t.name for t in loaded.outputs],
                                   options.validate_options or val.ValidateOptions())
             val.check(report)   # raises ValidationError; the staged folder is discarded
@@ -127,8 +131,10 @@ def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
 
 
 def validate(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | None = None,
-             options: "ValidateOptions | None" = None, runner=None) -> "ValidationReport":
-    """Run the artifact and ONNX Runtime on the same inputs and compare every output."""
+             options: "ValidateOptions | None" = None, runner=None,
+             remote: "RemoteOptions | None" = None) -> "ValidationReport":
+    """Run the artifact (here, or on the ``remote`` device) and ONNX Runtime (here) on the same
+    inputs and compare every output."""
     from .analysis import TensorInfo  # pylint: disable=import-outside-toplevel
     from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
     from .stages import validate as val  # pylint: disable=import-outside-toplevel
@@ -136,14 +142,15 @@ def validate(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     reference = val.ort_runner(_reference_model(art, model))
     inputs = [TensorInfo.from_dict(t) for t in art.inputs]
-    return val.validate(runner or art.runner(), reference, inputs,
+    return val.validate(runner or art.runner(remote), reference, inputs,
                         [t["name"] for t in art.outputs], options or val.ValidateOptions())
 
 
 def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | None = None,
           options: "BenchOptions | None" = None, runner=None,
-          with_reference: bool = True) -> "BenchResult":
-    """Latency of the artifact and of ONNX Runtime, measured in this process run."""
+          with_reference: bool = True, remote: "RemoteOptions | None" = None) -> "BenchResult":
+    """Latency of the artifact and of ONNX Runtime, measured in this process run. On a ``remote``
+    device the module is timed there; ONNX Runtime (this host) is then left out unless asked."""
     from .analysis import TensorInfo  # pylint: disable=import-outside-toplevel
     from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
     from .stages import bench as bn, validate as val  # pylint: disable=import-outside-toplevel
@@ -153,7 +160,7 @@ def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | N
     reference = val.ort_runner(_reference_model(art, model), opts.threads) if with_reference else None
     inputs = [TensorInfo.from_dict(t) for t in art.inputs]
     feeds = val.make_feeds(inputs, val.ValidateOptions(samples=1, seed=opts.seed))[0]
-    return bn.bench(runner or art.runner(), reference, feeds, opts)
+    return bn.bench(runner or art.runner(remote), reference, feeds, opts)
 
 
 def classify(artifact: "Artifact | str | os.PathLike", image: str | os.PathLike, k: int = 5):

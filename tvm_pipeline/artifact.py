@@ -66,8 +66,13 @@ class Artifact:
                              f"whose kernels run on a {device} device; this machine has none.",
                              hint=hint)
 
-    def runner(self):
-        """A callable ``feeds -> list of numpy outputs`` running the module on this machine's CPU."""
+    def runner(self, remote=None):
+        """A callable ``feeds -> list of numpy outputs``: on this machine, or on the remote device
+        that ``remote`` (a :class:`~tvm_pipeline.remote.RemoteOptions`) names."""
+        if remote is not None and remote.enabled:
+            from .remote import RemoteRunner  # pylint: disable=import-outside-toplevel
+
+            return RemoteRunner(self, remote)
         self.check_runs_here()
         return LocalRunner(self)
 

@@ -19,18 +19,25 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
 
-def build_candidate(mod, target) -> str:
-    """Build one scheduled TIR module and export it as a tarball for the runner (worker side)."""
+def build_candidate(mod, target, compiler: str | None = None) -> str:
+    """Build one scheduled TIR module (worker side) and export it for the runner: a tarball of
+    objects for the local runner, or a shared library linked by ``compiler`` for a remote device
+    (its RPC server loads a ``.so`` as is; a tarball would need a compiler on the device)."""
     # pylint: disable=import-outside-toplevel
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    from tvm.support import cc
     from tvm.support.tar import tar
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     module = tvm_build(mod, target=target)
-    path = os.path.join(tempfile.mkdtemp(prefix="tvm-pipeline-cand-"),
-                        "tvm_tmp_mod." + tar.output_format)
-    module.export_library(path, fcompile=tar)
+    folder = tempfile.mkdtemp(prefix="tvm-pipeline-cand-")
+    if compiler is None:
+        path = os.path.join(folder, "tvm_tmp_mod." + tar.output_format)
+        module.export_library(path, fcompile=tar)
+    else:
+        path = os.path.join(folder, "tvm_tmp_mod.so")
+        module.export_library(path, fcompile=cc.cross_compiler(compiler))
     return path
 
 
@@ -42,8 +49,10 @@ def _call(args):
 class PersistentLocalBuilder(ms.builder.PyBuilder):
     """Builds candidates in a long-lived process pool."""
 
-    def __init__(self, max_workers: int, timeout_sec: float = 30.0, recycle_every: int = 50):
+    def __init__(self, max_workers: int, timeout_sec: float = 30.0, recycle_every: int = 50,
+                 compiler: str | None = None):
         super().__init__()
+        self.compiler = compiler
         self.max_workers = max_workers
         self.timeout_sec = timeout_sec
         self.recycle_every = recycle_every
@@ -61,7 +70,7 @@ class PersistentLocalBuilder(ms.builder.PyBuilder):
 
     def build(self, build_inputs):
         results = []
-        jobs = [(inp.mod, inp.target) for inp in build_inputs]
+        jobs = [(inp.mod, inp.target, self.compiler) for inp in build_inputs]
         for res in self._executor().map_with_error_catching(_call, jobs):
             if res.status == StatusKind.COMPLETE:
                 results.append(ms.builder.BuilderResult(res.value, None))

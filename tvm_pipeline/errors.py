@@ -79,5 +79,11 @@ class ValidationError(PipelineError):
         self.report = report
 
 
+class RemoteError(PipelineError):
+    """A remote device (TVM RPC server or tracker) is unreachable, failed, or timed out."""
+
+    exit_code = 8
+
+
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70

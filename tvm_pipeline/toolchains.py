@@ -18,6 +18,7 @@ from typing import Callable
 from .errors import ToolchainError, UsageError
 from .targets import TargetSpec
 
+NDK_VARIABLES = ("TVM_NDK_CC", "ANDROID_NDK_HOME", "ANDROID_NDK_ROOT")
 NDK_CLANG_GLOB = "toolchains/llvm/prebuilt/*/bin/{triple}{api}-clang++"
 
 
@@ -69,9 +70,8 @@ def _ndk(spec: TargetSpec, ndk: str | None) -> Toolchain:
     triple = spec.extra.get("ndk_triple", "aarch64-linux-android")
     api = int(spec.extra.get("ndk_api", 28))
     tried = []
-    for origin, value in (("--ndk", ndk), ("TVM_NDK_CC", os.environ.get("TVM_NDK_CC")),
-                          ("ANDROID_NDK_HOME", os.environ.get("ANDROID_NDK_HOME")),
-                          ("ANDROID_NDK_ROOT", os.environ.get("ANDROID_NDK_ROOT"))):
+    places = [("--ndk", ndk)] if ndk else [(var, os.environ.get(var)) for var in NDK_VARIABLES]
+    for origin, value in places:     # an explicit --ndk is the only place looked at
         if not value:
             continue
         path = Path(value)

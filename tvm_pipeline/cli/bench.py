@@ -16,6 +16,10 @@ def register(sub) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime threads (default: physical cores, like TVM)")
     parser.add_argument("--no-ort", action="store_true", help="time the TVM module only")
+    parser.add_argument("--ort", action="store_true",
+                        help="with --rpc/--tracker: also time ONNX Runtime on this host (the ratio "
+                             "then compares two machines)")
+    common.add_remote(parser)
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -26,9 +30,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.runs < 1 or args.warmup < 0:
         raise UsageError("--runs must be >= 1 and --warmup >= 0.")
+    remote = common.remote_options(args)
+    with_ort = not args.no_ort and (args.ort or not remote.enabled)
+    if remote.enabled:
+        common.say(f"timing on {remote.describe()} (device-side time evaluator)"
+                   + ("" if with_ort else "; ONNX Runtime left out: it would run on this host, "
+                      "not on the device (add --ort to time it here anyway)"))
     result = bench(args.artifact, args.model,
                    BenchOptions(warmup=args.warmup, runs=args.runs, threads=args.threads),
-                   with_reference=not args.no_ort)
+                   with_reference=with_ort, remote=remote)
     if args.json:
         common.emit_json(result.to_dict())
     else:

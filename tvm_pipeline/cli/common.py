@@ -50,6 +50,26 @@ def add_validation(parser: argparse.ArgumentParser) -> None:
                        help="minimum cosine similarity per output (default 0.9999)")
 
 
+def add_remote(parser: argparse.ArgumentParser, server: bool = True) -> None:
+    group = parser.add_argument_group("remote device (TVM RPC)")
+    if server:
+        group.add_argument("--rpc", default=None, metavar="HOST:PORT",
+                           help="run on the device whose TVM RPC server listens there")
+    group.add_argument("--tracker", default=None, metavar="HOST:PORT",
+                       help="get a device from this TVM RPC tracker (with --key)")
+    group.add_argument("--key", default=None,
+                       help="device key at the tracker (default: the target's rpc_key)")
+    group.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                       help="bound on each remote step: connect, upload, one run (default 120)")
+
+
+def remote_options(args: argparse.Namespace):
+    from ..remote import RemoteOptions  # pylint: disable=import-outside-toplevel
+
+    return RemoteOptions(rpc=getattr(args, "rpc", None), tracker=args.tracker, key=args.key,
+                         timeout_s=args.timeout)
+
+
 def validate_options(args: argparse.Namespace):
     from pathlib import Path  # pylint: disable=import-outside-toplevel
     from ..stages.validate import Tolerances, ValidateOptions  # pylint: disable=import-outside-toplevel

@@ -22,20 +22,26 @@ def register(sub) -> None:
                         help="Android NDK root (or its clang++) for targets that link with the NDK "
                              "(default: $TVM_NDK_CC, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
     common.add_validation(parser)
+    common.add_remote(parser)
     common.add_json(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..api import CompileOptions, compile as compile_model, prepare  # pylint: disable=import-outside-toplevel
+    from ..targets import resolve_target  # pylint: disable=import-outside-toplevel
+    from ..toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
-    prepared = prepare(args.model, args.target, common.input_shapes(args))
+    target = resolve_target(args.target)
+    toolchain_for(target, args.ndk)      # a missing cross compiler or NDK fails before the build
+    remote = common.remote_options(args)
+    prepared = prepare(args.model, target, common.input_shapes(args))
     output = args.output or f"{prepared.loaded.name}-{prepared.target.name}.tvm"
     common.say(f"compiling {prepared.loaded.name} for {prepared.target.name} "
                f"({len(prepared.kernels)} kernels)")
     result = compile_model(prepared, output, CompileOptions(
         logs=args.logs, use_database=not args.untuned, validate=not args.no_validate,
-        validate_options=common.validate_options(args), ndk=args.ndk))
+        validate_options=common.validate_options(args), ndk=args.ndk, remote=remote))
     if args.json:
         common.emit_json({"artifact": str(result.artifact.path), "seconds": round(result.seconds, 1),
                           **result.artifact.metadata})

@@ -39,6 +39,7 @@ def register(sub) -> None:
                              "population 512, 4 generations) or fast (256, 2): about half the "
                              "search time per batch, for covering many tasks in a short budget")
     parser.add_argument("--seed", type=int, default=None)
+    common.add_remote(parser, server=False)
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -71,9 +72,12 @@ def run(args: argparse.Namespace) -> int:
     options = TuneOptions(max_trials=args.trials, trials_per_task=args.trials_per_task,
                           trials_per_iter=args.trials_per_iter,
                           time_budget_s=parse_duration(args.time_budget), logs=args.logs,
-                          seed=args.seed, search=SEARCH_PRESETS[args.search])
+                          seed=args.seed, search=SEARCH_PRESETS[args.search],
+                          remote=common.remote_options(args))
     prepared = prepare(args.model, args.target, common.input_shapes(args))
-    common.say(f"tuning {prepared.loaded.name} for {prepared.target.name}: "
+    where = (f" on devices with key '{args.key or prepared.target.rpc_key}' at tracker "
+             f"{args.tracker}" if args.tracker else "")
+    common.say(f"tuning {prepared.loaded.name} for {prepared.target.name}{where}: "
                f"{len(prepared.kernels)} kernels")
     display = _Display()
     try:

@@ -11,6 +11,7 @@ def register(sub) -> None:
     parser = sub.add_parser("validate", help="compare an artifact with ONNX Runtime")
     common.add_reference(parser)
     common.add_validation(parser)
+    common.add_remote(parser)
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -19,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     from ..api import validate  # pylint: disable=import-outside-toplevel
     from ..stages.validate import check  # pylint: disable=import-outside-toplevel
 
-    report = validate(args.artifact, args.model, common.validate_options(args))
+    remote = common.remote_options(args)
+    if remote.enabled:
+        common.say(f"running on {remote.describe()}; ONNX Runtime runs here")
+    report = validate(args.artifact, args.model, common.validate_options(args), remote=remote)
     if args.json:
         common.emit_json(report.to_dict())
     else:

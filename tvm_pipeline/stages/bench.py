@@ -2,7 +2,8 @@
 
 Both are measured the same way: the full runner call (host-to-device copies, execution and the
 copy of the outputs back to numpy), on the same feeds, each call timed on its own with
-``time.perf_counter``. Schedule: warm up both (``warmup`` calls each, TVM first), then time in
+``time.perf_counter``. A remote runner times on the device instead (TVM's time evaluator, one run
+per call), since a network round trip is not the module's latency. Schedule: warm up both (``warmup`` calls each, TVM first), then time in
 alternating blocks, ABBA style (block 0: TVM then ORT, block 1: ORT then TVM, ...), so that a
 drift of the machine (frequency, other load) hits both alike. ``threads`` sets ONNX Runtime's
 intra-op threads (the caller builds the reference with :func:`tvm_pipeline.validate.ort_runner`);
@@ -108,6 +109,9 @@ class BenchResult:
 
 
 def _timed(runner: Runner, feeds: dict[str, np.ndarray], n: int) -> list[float]:
+    """Seconds per call; a runner with its own ``timed`` (a remote device) times on the device."""
+    if hasattr(runner, "timed"):
+        return runner.timed(feeds, n)
     times = []
     for _ in range(n):
         start = time.perf_counter()

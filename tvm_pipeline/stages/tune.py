@@ -23,15 +23,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from .. import database as db
-from ..builders import PersistentLocalBuilder
+from .. import measure
 from ..errors import TuningError
 from .prepare import PreparedModule
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..remote import RemoteOptions
 
 _FAILED = 1e9
 
@@ -57,7 +60,8 @@ class TuneOptions:
     seed: int | None = None
     search: SearchOptions = SearchOptions()
     build_timeout_s: float = 30.0       # per candidate (workers are already running)
-    run_timeout_s: float = 30.0
+    run_timeout_s: float = 30.0         # per candidate (remote: the RPC session of one candidate)
+    remote: "RemoteOptions | None" = None   # measure on devices at a tracker (remote.RemoteOptions)
 
 
 @dataclass
@@ -289,31 +293,35 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
                 population_size=options.search.population,
                 genetic_num_iters=options.search.genetic_iters))
     _quiet_metaschedule_console()
+    if options.remote is not None and options.remote.enabled:
+        where = measure.remote(prepared.target, options.remote, options.build_timeout_s)
+    else:
+        where = measure.local(options.build_timeout_s, options.run_timeout_s)
     start = time.perf_counter()
     deadline = start + options.time_budget_s if options.time_budget_s else None
     callback = _ProgressCallback(progress, report, deadline, start)
     scheduler = _SequentialGradientScheduler(progress, callback, options.seed)
     stopped_by = "budget"
-    builder = PersistentLocalBuilder(_cores(target), options.build_timeout_s)
     try:
         with _StopOnInterrupt(callback):
             ms.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=str(work_dir),
                 max_trials_global=budget, max_trials_per_task=per_task,
                 num_trials_per_iter=options.trials_per_iter, database=database,
-                builder=builder,
-                runner=ms.runner.LocalRunner(timeout_sec=options.run_timeout_s),
-                measure_callbacks=_callbacks(callback),
+                builder=where.builder, runner=where.runner,
+                measure_callbacks=_callbacks(callback, where.watch),
                 task_scheduler=scheduler,
             )
     except Exception as err:  # a TVM error surfaced through the FFI (a second Ctrl-C lands here too)
+        if where.watch is not None and where.watch.error is not None:
+            raise where.watch.error from None
         if not callback.interrupted:
             raise TuningError(f"Tuning {prepared.loaded.name} for {prepared.target.name} failed: "
                               f"{type(err).__name__}: {str(err).strip()[-800:]}",
                               hint=f"Records measured so far are kept in {folder}; logs are in "
                                    f"{work_dir}.") from err
     finally:
-        builder.shutdown()
+        where.close()
     if callback.interrupted:
         stopped_by = "interrupt"
     if callback.time_up and stopped_by == "budget":
@@ -322,15 +330,11 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     return TuneResult(folder, progress, stopped_by, records_before, db.count_records(folder))
 
 
-def _callbacks(progress: _ProgressCallback) -> list:
+def _callbacks(progress: _ProgressCallback, watch=None) -> list:
     """MetaSchedule's defaults, with progress reported right after the records are committed
-    (before the slower cost-model update)."""
+    (before the slower cost-model update), and a remote device watch before the commit."""
     defaults = list(ms.MeasureCallback.create("default"))
-    return [defaults[0], progress, *defaults[1:]]
-
-
-def _cores(target) -> int:
-    return int(target.attrs.get("num-cores", os.cpu_count() or 1))
+    return [*([watch] if watch is not None else []), defaults[0], progress, *defaults[1:]]
 
 
 def _quiet_metaschedule_console() -> None:

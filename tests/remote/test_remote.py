@@ -1,0 +1,148 @@
+"""Cross-compiled MobileNet on emulated aarch64 devices over TVM RPC: validate, bench, tune, faults.
+
+These run the real aarch64 TVM runtime under QEMU (scripts/arm-device); timings under emulation
+mean nothing for speed, numbers and plumbing are what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from tvm_pipeline.errors import RemoteError
+
+from emulated import KEY, cli_process, free_ports, say, wait_for
+
+
+@pytest.fixture(scope="session")
+def rpi4_artifact(small_v2, device, tmp_path_factory):
+    """V2 0.25-96 cross-compiled for rpi4 and validated on an emulated device by compile itself."""
+    from tvm_pipeline.cli.main import main
+
+    out = tmp_path_factory.mktemp("rpi4") / "v2-rpi4.tvm"
+    assert main(["compile", str(small_v2), "--target", "rpi4", "-o", str(out),
+                 "--rpc", device.rpc()]) == 0
+    return out
+
+
+def test_compile_validates_on_the_device_before_writing(rpi4_artifact, request):
+    meta = json.loads((rpi4_artifact / "metadata.json").read_text())
+    assert meta["target"]["name"] == "rpi4" and meta["target"]["arch"] == "aarch64"
+    report = meta["validation"]
+    assert report["passed"], report
+    for out in report["outputs"]:
+        assert out["max_abs"] <= 1e-4 and out["top1_agreement"] == 1.0
+        say(request.config, f"compile --target rpi4 --rpc: '{out['name']}' on the device vs ONNX "
+                            f"Runtime: max abs {out['max_abs']:.2e}, top-1 agreement "
+                            f"{out['top1_agreement']:.0%}")
+
+
+def test_validate_over_rpc_matches_onnx_runtime(cli, rpi4_artifact, device):
+    res = cli("validate", rpi4_artifact, "--rpc", device.rpc(), "--json")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    assert report["passed"]
+    (logits,) = report["outputs"]
+    assert logits["max_abs"] <= 1e-4 and logits["top1_agreement"] == 1.0
+    assert f"running on RPC server {device.rpc()}" in res.err
+
+
+def test_validate_and_bench_through_the_tracker(cli, rpi4_artifact, farm):
+    res = cli("validate", rpi4_artifact, "--tracker", farm.tracker)   # key: the target's rpc_key
+    assert res.code == 0, res.err
+    assert "PASSED" in res.out
+    res = cli("bench", rpi4_artifact, "--tracker", farm.tracker, "--key", KEY,
+              "--runs", 3, "--warmup", 1, "--json")
+    assert res.code == 0, res.err
+    data = json.loads(res.out)
+    assert data["runs"] == 3 and data["tvm_median_ms"] > 0
+    assert data["ort_median_ms"] is None and data["ratio"] is None   # ORT is not on the device
+    assert "device-side" in res.err
+
+
+def test_wrong_key_lists_the_keys_the_tracker_has(cli, rpi4_artifact, farm):
+    res = cli("validate", rpi4_artifact, "--tracker", farm.tracker, "--key", "pixel-9")
+    assert res.code == RemoteError.exit_code
+    assert "No device is registered under key 'pixel-9'" in res.err and f"{KEY} (" in res.err
+
+
+def test_rpc_status_lists_devices_per_key(cli, farm):
+    res = cli("rpc", "status", "--tracker", farm.tracker, "--json")
+    assert res.code == 0, res.err
+    keys = json.loads(res.out)["keys"]
+    assert sorted(keys[KEY]["devices"]) == sorted(farm.rpc(i) for i in range(2))
+    text = cli("rpc", "status", "--tracker", farm.tracker).out
+    assert f"{KEY}  2 device(s)" in text
+
+
+def test_unreachable_device_fails_fast(cli, rpi4_artifact):
+    port = free_ports(1)
+    start = time.monotonic()
+    res = cli("validate", rpi4_artifact, "--rpc", f"127.0.0.1:{port}")
+    assert res.code == RemoteError.exit_code and "Cannot reach RPC server" in res.err
+    assert time.monotonic() - start < 30
+    res = cli("rpc", "status", "--tracker", f"127.0.0.1:{port}")
+    assert res.code == RemoteError.exit_code and "Cannot reach tracker" in res.err
+
+
+def test_remote_tuning_measures_on_every_device_of_the_key(cli, small_v2, farm, tmp_path,
+                                                            request):
+    """A 2-trial MetaSchedule run through the tracker: the two devices measure at once."""
+    loads_before = [farm.log(p).count("tvm_tmp_mod.so") for p in farm.ports]
+    res = cli("tune", small_v2, "--target", "rpi4", "--tracker", farm.tracker, "--key", KEY,
+              "--trials", 2, "--trials-per-iter", 2, "--logs", tmp_path, "--json")
+    assert res.code == 0, res.err
+    result = json.loads(res.out)
+    assert result["trials"] == 2 and result["records_after"] - result["records_before"] == 2
+    records = [json.loads(line) for line in
+               (tmp_path / "rpi4" / "database_tuning_record.json").read_text().splitlines()]
+    secs = [float(s) for rec in records for s in rec[1][1]]
+    assert secs and all(0 < s < 1.0 for s in secs), secs       # measured, not failed (1e10)
+    loads_after = [farm.log(p).count("tvm_tmp_mod.so") for p in farm.ports]
+    assert all(a > b for a, b in zip(loads_after, loads_before)), (loads_before, loads_after)
+    say(request.config, f"tune --tracker: {result['trials']} trials measured, candidates per "
+                        f"device: {[a - b for a, b in zip(loads_after, loads_before)]}, run times "
+                        f"{', '.join(f'{1e3 * s:.3f} ms' for s in secs)}")
+
+
+def test_device_killed_during_validate_gives_a_clear_error(rpi4_artifact, victim):
+    port = victim.ports[0]
+    proc = cli_process("validate", rpi4_artifact, "--rpc", victim.rpc(), "--samples", 500)
+    wait_for(lambda: "load_module" in victim.log(port), 120, "the model to load")
+    victim.signal(port, signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == RemoteError.exit_code, err
+    assert "closed the connection" in err and "Traceback" not in err
+    assert time.monotonic() - killed < 30
+
+
+def test_frozen_device_times_out(rpi4_artifact, victim):
+    port = victim.ports[0]
+    proc = cli_process("validate", rpi4_artifact, "--rpc", victim.rpc(), "--samples", 500,
+                       "--timeout", 5)
+    wait_for(lambda: "load_module" in victim.log(port), 120, "the model to load")
+    victim.signal(port, signal.SIGSTOP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == RemoteError.exit_code, err
+    assert "Timed out after 5 s" in err and "Traceback" not in err
+
+
+def test_device_lost_during_tuning_keeps_measured_records(small_v2, victim_farm, tmp_path):
+    db = tmp_path / "rpi4" / "database_tuning_record.json"
+    proc = cli_process("tune", small_v2, "--target", "rpi4", "--tracker", victim_farm.tracker,
+                       "--trials", 200, "--trials-per-iter", 2, "--timeout", 20,
+                       "--logs", tmp_path)
+    wait_for(lambda: db.exists() and len(db.read_text().splitlines()) >= 2, 300,
+             "the first measured batch")
+    victim_farm.signal(victim_farm.ports[0], signal.SIGKILL)
+    kept = len(db.read_text().splitlines())
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == RemoteError.exit_code, err
+    assert "stopped answering" in err and "re-run the same tune command" in err
+    lines = db.read_text().splitlines()
+    assert len(lines) >= kept
+    assert all(float(s) < 1.0 for line in lines for s in json.loads(line)[1][1])  # no dead batch
