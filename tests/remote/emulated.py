@@ -71,8 +71,10 @@ class Devices:
 def say(config, line: str) -> None:
     """Show a step in the test log as it happens (CI's log shows the device's life cycle)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"[emulated aarch64] {line}")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[emulated aarch64] {line}")
 
 
 def start_devices(config, tmp_path_factory, count: int, with_tracker: bool) -> Devices:
@@ -87,7 +89,8 @@ def start_devices(config, tmp_path_factory, count: int, with_tracker: bool) -> D
     start = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     for line in proc.stderr.splitlines():
-        say(config, f"  {line} [{time.monotonic() - start:.1f} s]")
+        say(config, f"  {line}")
+    say(config, f"  (exit {proc.returncode} after {time.monotonic() - start:.1f} s)")
     devices = Devices(env, ports, tracker, KEY if tracker else None)
     if proc.returncode != 0:
         devices.stop()
