@@ -26,6 +26,14 @@ The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command f
     tp.bench("v2.tvm").to_dict()            # {"tvm_median_ms": ..., "ort_median_ms": ..., ...}
     tp.classify("v2.tvm", "cat.jpg")         # top-5 ImageNet labels
 
+    # Boards and phones: cross-compile, then validate, time and tune on the device over TVM RPC
+    # (a server, or any device registered under a key at a tracker; every step has a deadline)
+    device = tp.RemoteOptions(tracker="10.0.0.5:9190", key="rpi4")
+    arm = tp.compile(tp.prepare("v2.onnx", target="rpi4"), "v2-rpi4.tvm",
+                     tp.CompileOptions(remote=device))   # validated on the device before written
+    tp.bench(arm.artifact, remote=device, with_reference=False)   # device-side latency
+    tp.tune(tp.prepare("v2.onnx", target="rpi4"), tp.TuneOptions(remote=device))
+
 Every user-caused failure raises a :class:`PipelineError` subclass carrying a one-paragraph message;
 the CLI maps them to exit codes in one place (``tvm_pipeline.errors``).
 """
@@ -34,6 +42,7 @@ from .api import CompileOptions, CompileResult, bench, classify, compile, prepar
 from .errors import PipelineError
 from .stages.load import LoadedModel, load
 from .models import MobileNetSpec, build_mobilenet, export_mobilenet
+from .remote import RemoteOptions
 from .targets import TargetSpec, list_targets, resolve_target
 
 
@@ -51,4 +60,4 @@ def __getattr__(name: str):
 __all__ = ["load", "prepare", "tune", "compile", "validate", "bench", "classify",
            "CompileOptions", "CompileResult", "LoadedModel", "MobileNetSpec", "TargetSpec",
            "PipelineError", "build_mobilenet", "export_mobilenet", "list_targets",
-           "resolve_target", "TuneOptions", "BenchOptions", "ValidateOptions", "Tolerances"]
+           "resolve_target", "RemoteOptions", "TuneOptions", "BenchOptions", "ValidateOptions", "Tolerances"]

@@ -21,7 +21,7 @@ from tvm.support.popen_pool import PopenPoolExecutor
 
 from .builders import PersistentLocalBuilder
 from .errors import RemoteError, UsageError
-from .remote import RemoteOptions, devices_by_key, parse_address, tracker_summary
+from .remote import RemoteOptions, find_devices, parse_address
 from .targets import TargetSpec, physical_cores
 from .toolchains import toolchain_for
 
@@ -84,16 +84,7 @@ def remote(spec: TargetSpec, options: RemoteOptions, build_timeout_s: float,
                               "`python -m tvm.exec.rpc_tracker` and register the device's RPC "
                               "server with it (scripts/arm-device start --tracker 127.0.0.1:9190).")
     key = options.key or spec.rpc_key
-    if not key:
-        raise UsageError(f"Target {spec.name} names no rpc_key.", hint="Pass --key KEY.")
-    devices = devices_by_key(tracker_summary(options.tracker, options.timeout_s))
-    if not devices.get(key):
-        listed = ", ".join(f"{k} ({len(v)})" for k, v in devices.items()) or "none"
-        raise RemoteError(f"No device is registered under key '{key}' at tracker "
-                          f"{options.tracker}; keys there: {listed}.",
-                          hint=f"Pass the right --key, or register the device's RPC server with "
-                               f"--tracker {options.tracker} --key {key}.")
-    count = len(devices[key])
+    count = max(1, len(find_devices(options, key)))   # one runner worker per device
     host, port = parse_address(options.tracker, "--tracker")
     toolchain = toolchain_for(spec, ndk)
     timeout = max(1, int(options.timeout_s))

@@ -167,6 +167,22 @@ def devices_by_key(summary: dict) -> dict[str, list[str]]:
     return out
 
 
+def find_devices(options: RemoteOptions, key: str | None) -> list[str]:
+    """The servers registered under ``key`` at the tracker; a clear error when there are none."""
+    if not key:
+        raise UsageError("No device key: the target names no rpc_key.", hint="Pass --key KEY.")
+    summary = tracker_summary(options.tracker, options.timeout_s)
+    devices = devices_by_key(summary)
+    if key not in devices:
+        queues = summary.get("queue_info", {})
+        listed = ", ".join(f"{k} ({queues.get(k, {}).get('free', 0)} free)" for k in devices)
+        raise RemoteError(f"No device is registered under key '{key}' at tracker {options.tracker}; "
+                          f"keys there: {listed or 'none'}.",
+                          hint="Pass the right --key, or start the device's RPC server with "
+                               f"--tracker {options.tracker} --key {key}.")
+    return devices[key]
+
+
 def _tcp_fds() -> set[int]:
     import psutil  # pylint: disable=import-outside-toplevel
 
@@ -195,16 +211,7 @@ def connect(options: RemoteOptions, key: str | None = None):
         with remote_step(options, "connecting", where):
             return tvm.rpc.connect(host, port)
     key = options.key or key
-    if not key:
-        raise UsageError("No device key: the target names no rpc_key.", hint="Pass --key KEY.")
-    summary = tracker_summary(options.tracker, options.timeout_s)
-    known = summary.get("queue_info", {})
-    if key not in known:
-        listed = ", ".join(f"{k} ({v.get('free', 0)} free)" for k, v in known.items()) or "none"
-        raise RemoteError(f"No device is registered under key '{key}' at tracker {options.tracker}; "
-                          f"keys there: {listed}.",
-                          hint="Pass the right --key, or start the device's RPC server with "
-                               f"--tracker {options.tracker} --key {key}.")
+    find_devices(options, key)
     host, port = parse_address(options.tracker, "--tracker")
     with remote_step(options, f"waiting for a free device with key '{key}'", where):
         tracker = tvm.rpc.connect_tracker(host, port)
