@@ -30,7 +30,8 @@ Every user-caused failure raises a :class:`PipelineError` subclass carrying a on
 the CLI maps them to exit codes in one place (``tvm_pipeline.errors``).
 """
 
-from .api import CompileOptions, CompileResult, bench, classify, compile, prepare, tune, validate
+from .api import (CompileOptions, CompileResult, bench, check, classify, compile, prepare, tune,
+                  validate)
 from .errors import PipelineError
 from .stages.load import LoadedModel, load
 from .models import MobileNetSpec, build_mobilenet, export_mobilenet

@@ -22,6 +22,7 @@ def register(sub) -> None:
                         help="Android NDK root (or its clang++) for targets that link with the NDK "
                              "(default: $TVM_NDK_CC, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
     common.add_validation(parser)
+    common.add_checks(parser)
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
                f"({len(prepared.kernels)} kernels)")
     result = compile_model(prepared, output, CompileOptions(
         logs=args.logs, use_database=not args.untuned, validate=not args.no_validate,
-        validate_options=common.validate_options(args), ndk=args.ndk))
+        validate_options=common.validate_options(args), ndk=args.ndk,
+        checks=common.check_options(args)))
     if args.json:
         common.emit_json({"artifact": str(result.artifact.path), "seconds": round(result.seconds, 1),
                           **result.artifact.metadata})
@@ -45,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  untuned: {', '.join(result.build.untuned_kernels[:8])}"
               f"{' ...' if len(result.build.untuned_kernels) > 8 else ''}"
               f"  (tune them: tvm-pipeline tune {args.model} --target {prepared.target.name})")
+    if result.checks is not None:
+        print("device checks:\n" + result.checks.format())
     if result.validation is not None:
         print(result.validation.format())
     else:

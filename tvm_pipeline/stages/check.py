@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..capabilities import nvcc_archs
 from ..errors import ToolchainError
 from .kernels import DeviceCode
 
@@ -128,23 +129,22 @@ def _run(command: list[str], cwd: Path, timeout: float = 900) -> subprocess.Comp
 
 
 def _errors_by_kernel(output: str, locate: Callable[[str], str | None]) -> list[KernelFailure]:
-    """Group compiler error lines by the kernel ``locate(line)`` names."""
+    """Group compiler error lines by the kernel ``locate(line)`` names (error lines with no source
+    location, such as "2 errors generated.", only when no line has one)."""
     grouped: dict[str, list[str]] = {}
+    unlocated: list[str] = []
     for line in output.splitlines():
         if "error" not in line:
             continue
-        kernel = locate(line) or "(module prefix)"
-        grouped.setdefault(kernel, []).append(line.strip())
+        kernel = locate(line)
+        (grouped.setdefault(kernel, []) if kernel else unlocated).append(line.strip())
+    if not grouped and unlocated:
+        grouped["(module)"] = unlocated
     return [KernelFailure(k, "\n".join(v[:8])) for k, v in grouped.items()]
 
 
 def _cuda_arch(target) -> str:
     return str(target.attrs.get("arch", ""))
-
-
-def _nvcc_archs(nvcc: str) -> list[str]:
-    out = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True, check=False)
-    return [f"sm_{m}" for m in re.findall(r"compute_(\w+)", out.stdout)]
 
 
 def check_nvcc(inp: CheckInput) -> CheckResult:
@@ -153,8 +153,8 @@ def check_nvcc(inp: CheckInput) -> CheckResult:
     if nvcc is None:
         return CheckResult("nvcc", SKIPPED, "nvcc is not on PATH (install the CUDA toolkit); the "
                            "CUDA kernels were not compile-checked", len(inp.code.kernels))
-    supported = _nvcc_archs(nvcc)
-    if arch not in supported:
+    supported = nvcc_archs(nvcc)
+    if re.sub(r"[af]$", "", arch) not in supported:
         return CheckResult("nvcc", SKIPPED, f"this nvcc cannot compile for {arch} (it supports "
                            f"{', '.join(supported)})", len(inp.code.kernels))
     number = arch[3:]
@@ -172,7 +172,9 @@ def check_nvcc(inp: CheckInput) -> CheckResult:
 
     def locate(line: str) -> str | None:
         match = re.match(r"kernels\.cu\((\d+)\)", line)
-        return inp.code.kernel_at_line(int(match.group(1))) if match else None
+        if not match:
+            return None
+        return inp.code.kernel_at_line(int(match.group(1))) or "(module prefix)"
 
     failures = _errors_by_kernel(proc.stdout + proc.stderr, locate) or [
         KernelFailure("(module)", (proc.stdout + proc.stderr).strip()[-1500:])]
@@ -258,3 +260,14 @@ def run_checks(target_name: str, inp: CheckInput) -> CheckReport:
             continue
         results.append(check(inp))
     return CheckReport(target_name, results)
+
+
+def check_build(build, options: CheckOptions = CheckOptions()) -> CheckReport | None:
+    """Run the device checks on a ``BuildResult`` (None: a CPU build, nothing to check)."""
+    from .kernels import device_code  # pylint: disable=import-outside-toplevel
+
+    code = device_code(build.executable)
+    if code is None:
+        return None
+    spec = build.prepared.target
+    return run_checks(spec.name, CheckInput(code, spec.to_tvm(), build.ir, build.prepared.mod, options))

@@ -24,6 +24,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 from .. import backends
+from ..capabilities import check_target
 from ..errors import ModelError
 from .load import LoadedModel
 from ..targets import TargetSpec
@@ -106,6 +107,7 @@ def list_kernels(mod: tvm.IRModule) -> list[Kernel]:
 
 def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
     """Import the loaded model into Relax and fuse it into kernels for ``target``."""
+    check_target(target)
     mod = _relax_import(loaded)
     tvm_target = target.to_tvm()
     try:
