@@ -15,6 +15,8 @@ apt_install() {  # Debian packages, only when missing; as root (CI, containers) 
 }
 # export_library links the compiled module with the system C++ compiler.
 command -v g++ >/dev/null || apt_install g++
+# GPU kernel checks: clang compiles OpenCL C to SPIR; PoCL runs OpenCL kernels on this CPU (pyopencl).
+{ command -v clang >/dev/null && [ -e /etc/OpenCL/vendors/pocl.icd ]; } || apt_install clang pocl-opencl-icd
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3.11-venv; "$PY" -m venv .venv; }
 fi
