@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare
+from tvm_pipeline.api import CompileOptions, check as check_verb, compile as compile_model, prepare
 from tvm_pipeline.errors import ToolchainError
 from tvm_pipeline.stages.check import (FAILED, PASSED, SKIPPED, CheckInput, CheckOptions,
                                        run_checks)
@@ -129,22 +129,40 @@ def test_clang_names_a_kernel_that_does_not_compile(mali_compiled):
     assert _by_check(report)["pocl-build"].status == SKIPPED      # after a failure
 
 
-@pytest.mark.parametrize("target", ["adreno", "adreno-texture"])
-def test_check_command_verifies_android_gpu_targets_without_ndk(cli, small_v2, target, monkeypatch):
+def test_check_command_verifies_adreno_without_ndk(cli, small_v2, monkeypatch):
     for var in ("TVM_NDK_CC", "ANDROID_NDK_HOME", "ANDROID_NDK_ROOT"):
         monkeypatch.delenv(var, raising=False)
-    res = cli("check", small_v2, "--target", target, "--json")
+    res = cli("check", small_v2, "--target", "adreno", "--json")
     assert res.code == 0, res.err
     data = json.loads(res.out)
     checks = {c["check"]: c for c in data["checks"]}
     assert data["passed"] and all(c["status"] == PASSED for c in checks.values()), checks
     per_kernel = checks["pocl-numerics"]["per_kernel"]
-    verified = [k for k in per_kernel if k["status"] == "verified"]
-    not_run = [k for k in per_kernel if k["status"] == "not run"]
-    assert all(k["max_abs_error"] <= 1e-4 for k in verified)
-    if target == "adreno":
-        assert len(verified) == len(per_kernel) == 33
-    else:   # texture kernels are built and compile-checked, but PoCL does not run image2d kernels
-        assert any("depthwise" in k["function"] for k in per_kernel)
-        assert data["build"]["kernels_dlight"] == len(per_kernel) > 33    # layout transforms too
-        assert verified and not_run and all("image2d" in k["reason"] for k in not_run)
+    assert len(per_kernel) == 33 and all(k["status"] == "verified" for k in per_kernel)
+    assert all(k["max_abs_error"] <= 1e-4 for k in per_kernel)
+
+
+def test_adreno_texture_builds_and_numerics_flag_lane_by_lane_texture_writes(small_v2):
+    """The texture tag compiles (depthwise fix, corrected TIR pipeline) and every kernel passes clang
+    and PoCL's build. On PoCL, image2d reads agree with the CPU; but TVM 0.27 writes some textures
+    lane by lane (VectorizeLoop falls back to a serial loop, and each write_imagef stores a
+    broadcast scalar to the whole texel), and exactly those functions are flagged."""
+    run = check_verb(prepare(small_v2, "adreno-texture"))
+    checks = _by_check(run.report)
+    assert checks["clang"].status == PASSED and checks["pocl-build"].status == PASSED
+    code = device_code(run.build.executable)
+    results = {r.function: r for r in checks["pocl-numerics"].per_kernel}
+    assert len(results) == run.build.kernels_total > 33 and any("depthwise" in f for f in results)
+    writes_texture = {f for f, r in results.items()
+                      if any("write_imagef" in code.kernels[k] for k in r.kernels)}
+    reads_texture = {f for f, r in results.items()
+                     if any("READ_IMAGEF(" in code.kernels[k] for k in r.kernels)} - writes_texture
+    assert writes_texture and reads_texture
+    for function, result in results.items():
+        expected = "mismatch" if function in writes_texture else "verified"
+        assert result.status == expected, (function, result.reason)
+        if expected == "verified":
+            assert result.max_abs_error <= 1e-4
+    assert checks["pocl-numerics"].status == FAILED
+    with pytest.raises(ToolchainError):
+        run.report.raise_for_failures()

@@ -14,9 +14,11 @@ For every fused TIR function of the build:
    kernel forgets to write fails too;
 3. every output must satisfy ``|got - ref| <= atol + rtol * |ref|``.
 
-Functions whose kernels take ``image2d`` textures (Adreno texture targets) are not run: the host
-side of TVM's texture allocation (image shapes from the texture layouts) is not reproduced here.
-They are reported with that reason, as are functions that exceed the per-kernel time bound.
+Texture parameters (Adreno texture targets: ``image2d_array_t`` kernel arguments) become PoCL RGBA
+float images laid out as TVM's OpenCL runtime lays them out (``texture_shape``). Functions that
+need what is not reproduced here (textures the host allocates itself, dynamic shapes, dynamic
+shared memory) are reported as not run, with the reason, as are functions that exceed the
+per-kernel time bound.
 """
 
 from __future__ import annotations
@@ -97,6 +99,19 @@ def _bytes(dtype: str, shape) -> int:
     return int(np.prod([_int(d) for d in shape])) * dt.bits * dt.lanes // 8
 
 
+def texture_shape(shape: tuple[int, ...], scope: str) -> tuple[int, int, int]:
+    """(width, height, layers) of the image2d array TVM's OpenCL runtime allocates for a tensor of
+    ``shape`` (last axis: the 4 RGBA channels) in texture ``scope`` (runtime/opencl/texture.h:
+    axes before the separator's previous axis are layers, that axis is the height, the rest width)."""
+    rank = len(shape)
+    separator = {"global.texture": rank - 2, "global.texture-weight": 1,
+                 "global.texture-nhwc": 2}.get(scope)
+    if separator is None or shape[-1] != 4:
+        raise NotRunnable(f"texture scope {scope} with shape {shape}")
+    layers = int(np.prod(shape[:separator - 1])) if separator > 1 else 1
+    return int(np.prod(shape[separator:rank - 1])), int(shape[separator - 1]), layers
+
+
 def _scalar_type(param) -> type:
     text = str(param.ty)
     for name in ("int64", "int32", "float32", "float64", "uint32"):
@@ -115,10 +130,6 @@ def _launch(call, device_params: dict[str, list]) -> Launch:
     extents = dict(zip(names, (_int(v) for v in call.args[len(call.args) - len(names):])))
     args = []
     for param, value in zip(params, values):
-        scope = str(param.ty).split(",")[-1]
-        if "texture" in scope:
-            raise NotRunnable(f"{kernel} takes an image2d texture ({param.name}); PoCL runs buffer "
-                              "kernels only here")
         if getattr(value, "op", None) is not None and value.op.name == "tirx.buffer_data":
             args.append(("buffer", value.args[0].name))
         else:
@@ -185,6 +196,7 @@ class _Reference:
     names: list[str]                        # parameter buffer names, in order
     arrays: list[np.ndarray]                # seeded inputs, then the CPU outputs
     inputs: int
+    scopes: list[str] = field(default_factory=list)     # memory scope of each parameter
 
 
 def _reference(lib, func: tirx.PrimFunc, name: str, inputs: int, rng) -> _Reference:
@@ -200,7 +212,8 @@ def _reference(lib, func: tirx.PrimFunc, name: str, inputs: int, rng) -> _Refere
             arrays.append(np.zeros(shape, dtype=dtype))
     tensors = [tvm.runtime.tensor(a, tvm.cpu()) for a in arrays]
     lib[name](*tensors)
-    return _Reference([b.name for b in buffers], [t.numpy() for t in tensors], inputs)
+    return _Reference([b.name for b in buffers], [t.numpy() for t in tensors], inputs,
+                      [str(b.scope()) for b in buffers])
 
 
 def _wait(event, deadline: float) -> bool:
@@ -213,29 +226,52 @@ def _wait(event, deadline: float) -> bool:
     return True
 
 
+def _device_memory(device: PoclDevice, array: np.ndarray, scope: str):
+    """A PoCL buffer, or an RGBA float image2d array for texture scopes, holding ``array``."""
+    import pyopencl as cl  # pylint: disable=import-outside-toplevel
+
+    flags = cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR
+    if "texture" not in scope:
+        return cl.Buffer(device.context, flags, hostbuf=array)
+    if array.dtype != np.float32:
+        raise NotRunnable(f"texture of {array.dtype}")
+    fmt = cl.ImageFormat(cl.channel_order.RGBA, cl.channel_type.FLOAT)
+    return cl.Image(device.context, flags, fmt, shape=texture_shape(array.shape, scope),
+                    hostbuf=np.ascontiguousarray(array), is_array=True)
+
+
+def _read_back(device: PoclDevice, memory, out: np.ndarray, scope: str) -> None:
+    import pyopencl as cl  # pylint: disable=import-outside-toplevel
+
+    if "texture" in scope:
+        cl.enqueue_copy(device.queue, out, memory, origin=(0, 0, 0),
+                        region=texture_shape(out.shape, scope)).wait()
+    else:
+        cl.enqueue_copy(device.queue, out, memory).wait()
+
+
 def _run_on_pocl(device: PoclDevice, code, plan: HostPlan, ref: _Reference,
                  timeout_s: float) -> list[np.ndarray]:
     import pyopencl as cl  # pylint: disable=import-outside-toplevel
 
-    flags = cl.mem_flags
     host = {}
     for index, (name, ref_array) in enumerate(zip(ref.names, ref.arrays)):
         host[name] = (ref_array.copy() if index < ref.inputs
                       else np.full_like(ref_array, np.nan if ref_array.dtype.kind == "f" else 0))
-    buffers = {name: cl.Buffer(device.context, flags.READ_WRITE | flags.COPY_HOST_PTR, hostbuf=array)
-               for name, array in host.items()}
-    buffers.update({name: cl.Buffer(device.context, flags.READ_WRITE, max(size, 4))
-                    for name, size in plan.scratch.items()})
+    scopes = dict(zip(ref.names, ref.scopes))
+    memory = {name: _device_memory(device, array, scopes[name]) for name, array in host.items()}
+    memory.update({name: cl.Buffer(device.context, cl.mem_flags.READ_WRITE, max(size, 4))
+                   for name, size in plan.scratch.items()})
     deadline = time.perf_counter() + timeout_s
     for launch in plan.launches:
         kernel = device.build(code.program(launch.kernel), launch.kernel)
-        args = [buffers[a[1]] if a[0] == "buffer" else a[2](a[1]) for a in launch.args]
+        args = [memory[a[1]] if a[0] == "buffer" else a[2](a[1]) for a in launch.args]
         event = kernel(device.queue, launch.global_size, launch.local_size, *args)
         if not _wait(event, deadline):
             raise TimeoutError(f"{launch.kernel} did not finish within {timeout_s:g} s on PoCL")
     outputs = []
     for name in ref.names[ref.inputs:]:
-        cl.enqueue_copy(device.queue, host[name], buffers[name]).wait()
+        _read_back(device, memory[name], host[name], scopes[name])
         outputs.append(host[name])
     return outputs
 
@@ -264,7 +300,7 @@ def _verify_function(name, device, code, plan, lib, ref_func, inputs, rng, opts)
     ref = _reference(lib, ref_func, name, inputs, rng)
     try:
         got = _run_on_pocl(device, code, plan, ref, opts.kernel_timeout_s)
-    except TimeoutError as err:
+    except (TimeoutError, NotRunnable) as err:
         result.reason = str(err)
         return result
     except KernelBuildError as err:
