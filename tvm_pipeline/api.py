@@ -87,22 +87,30 @@ class CheckRun:
     seconds: float = 0.0
 
 
+def require_device_code(spec: TargetSpec) -> None:
+    """``check`` verifies GPU kernels: refuse targets it cannot build or CPU targets, before any work."""
+    from .capabilities import check_target  # pylint: disable=import-outside-toplevel
+
+    check_target(spec)
+    if spec.device == "cpu":
+        raise UsageError(f"Target {spec.name} generates no GPU kernels; `check` verifies device code.",
+                         hint="For CPU targets, `tvm-pipeline compile` validates the whole module "
+                              "against ONNX Runtime.")
+
+
 def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()) -> CheckRun:
     """Build and run the device checks of a GPU target, without linking or writing an artifact
     (so that targets whose host code needs an Android NDK can be verified anywhere)."""
     from .stages.build import BuildOptions, build  # pylint: disable=import-outside-toplevel
     from .stages.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
 
+    require_device_code(prepared.target)
     start = time.perf_counter()
-    report = None
-    if prepared.target.device != "cpu":
-        result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
-        report = check_build(result, options.checks or CheckOptions())
+    result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
+    report = check_build(result, options.checks or CheckOptions())
     if report is None:
-        raise UsageError(f"Target {prepared.target.name} generates no GPU kernels; `check` verifies "
-                         "device code.",
-                         hint="For CPU targets, `tvm-pipeline compile` validates the whole module "
-                              "against ONNX Runtime.")
+        raise UsageError(f"Target {prepared.target.name} (device {prepared.target.device}) produced "
+                         "no device code to check.")
     return CheckRun(result, report, time.perf_counter() - start)
 
 

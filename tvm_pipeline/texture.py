@@ -17,6 +17,12 @@
    ("default" = s_tir) lacks ``TextureFlatten``/``InjectTextureAlloc``, so texture buffers come out
    as ``vload4(0, image + i)`` on ``image2d_array_t`` (invalid OpenCL C). :func:`tir_pipeline_name`
    registers the Adreno passes with the s_tir finalizers under a name of ours.
+
+Not fixed here (found by the PoCL numerical check, ``stages/numerics``): kernels that *write* a
+texture are wrong. The 4-lane channel loop DLight vectorizes reaches codegen as a serial loop, and
+each ``write_imagef`` then stores a broadcast scalar to the whole texel (the last lane wins). Moving
+``VectorizeLoop`` before ``TextureFlatten`` does not work either (it cannot vectorize multi-dim
+buffer accesses), so the check refuses such builds instead.
 """
 
 from __future__ import annotations

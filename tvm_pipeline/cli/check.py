@@ -23,9 +23,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import CompileOptions, check, prepare  # pylint: disable=import-outside-toplevel
+    from ..api import CompileOptions, check, prepare, require_device_code  # pylint: disable=import-outside-toplevel
+    from ..targets import resolve_target  # pylint: disable=import-outside-toplevel
 
-    prepared = prepare(args.model, args.target, common.input_shapes(args))
+    spec = resolve_target(args.target)
+    require_device_code(spec)
+    prepared = prepare(args.model, spec, common.input_shapes(args))
     common.say(f"checking {prepared.loaded.name} for {prepared.target.name} "
                f"({len(prepared.kernels)} kernels)")
     run_ = check(prepared, CompileOptions(logs=args.logs, use_database=not args.untuned,

@@ -236,8 +236,8 @@ def _device_memory(device: PoclDevice, array: np.ndarray, scope: str):
     if array.dtype != np.float32:
         raise NotRunnable(f"texture of {array.dtype}")
     fmt = cl.ImageFormat(cl.channel_order.RGBA, cl.channel_type.FLOAT)
-    return cl.Image(device.context, flags, fmt, shape=texture_shape(array.shape, scope),
-                    hostbuf=np.ascontiguousarray(array), is_array=True)
+    return cl.create_image(device.context, flags, fmt, shape=texture_shape(array.shape, scope),
+                           hostbuf=np.ascontiguousarray(array), is_array=True)
 
 
 def _read_back(device: PoclDevice, memory, out: np.ndarray, scope: str) -> None:
