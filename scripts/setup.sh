@@ -24,6 +24,8 @@ if [[ "$extras" == *test* ]]; then
   command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 fi
+# GPU kernel checks: clang compiles OpenCL C to SPIR; PoCL runs OpenCL kernels on this CPU (pyopencl).
+{ command -v clang >/dev/null && [ -e /etc/OpenCL/vendors/pocl.icd ]; } || apt_install clang pocl-opencl-icd
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3.11-venv; "$PY" -m venv .venv; }
 fi

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare
+from tvm_pipeline.api import compile as compile_model, prepare
 from tvm_pipeline.artifact import load_artifact
 from tvm_pipeline.errors import ToolchainError, UsageError
 from tvm_pipeline.targets import list_targets, load_target_file, resolve_target

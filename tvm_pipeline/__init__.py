@@ -21,6 +21,9 @@ The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command f
     #    write the artifact folder (model.so + metadata.json)
     result = tp.compile(prepared, "v2.tvm")
 
+    #    GPU targets: compile also runs the device checks (nvcc; clang, PoCL build, PoCL numerics);
+    #    tp.check(prepared) runs them alone, with no host linking (no Android NDK needed)
+
     # 5. validate / bench / classify an artifact, any time later
     tp.validate("v2.tvm")                    # ValidationReport (max abs/rel error, cosine, top-1/5)
     tp.bench("v2.tvm").to_dict()            # {"tvm_median_ms": ..., "ort_median_ms": ..., ...}
@@ -38,7 +41,8 @@ Every user-caused failure raises a :class:`PipelineError` subclass carrying a on
 the CLI maps them to exit codes in one place (``tvm_pipeline.errors``).
 """
 
-from .api import CompileOptions, CompileResult, bench, classify, compile, prepare, tune, validate
+from .api import (CompileOptions, CompileResult, bench, check, classify, compile, prepare, tune,
+                  validate)
 from .errors import PipelineError
 from .stages.load import LoadedModel, load
 from .models import MobileNetSpec, build_mobilenet, export_mobilenet
@@ -57,7 +61,7 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["load", "prepare", "tune", "compile", "validate", "bench", "classify",
+__all__ = ["load", "prepare", "tune", "compile", "check", "validate", "bench", "classify",
            "CompileOptions", "CompileResult", "LoadedModel", "MobileNetSpec", "TargetSpec",
            "PipelineError", "build_mobilenet", "export_mobilenet", "list_targets",
            "resolve_target", "RemoteOptions", "TuneOptions", "BenchOptions", "ValidateOptions", "Tolerances"]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .remote import RemoteOptions
     from .stages.bench import BenchOptions, BenchResult
     from .stages.build import BuildResult
+    from .stages.check import CheckOptions, CheckReport
     from .stages.prepare import PreparedModule
     from .stages.tune import TuneOptions, TuneProgress, TuneResult
     from .stages.validate import ValidateOptions, ValidationReport
@@ -53,6 +54,7 @@ class CompileOptions:
     validate_options: "ValidateOptions | None" = None
     ndk: str | None = None                # Android NDK root or clang++ (targets with export "ndk")
     remote: "RemoteOptions | None" = None  # validate on this device before writing the artifact
+    checks: "CheckOptions | None" = None  # device checks of GPU kernels (None: defaults)
 
 
 @dataclass
@@ -63,6 +65,55 @@ class CompileResult:
     validation_skipped: str | None = None   # why validation did not run, when it did not
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    checks: "CheckReport | None" = None     # device checks (GPU targets)
+
+
+FATBIN_NOTE = ("precompiled by nvcc at compile time (SASS + PTX for the target arch). model.so still "
+               "embeds the CUDA source, which TVM's runtime compiles with NVRTC when it loads the "
+               "module: TVM 0.27 only builds a binary CUDA module when a CUDA driver is present at "
+               "build time. Use this file to load the kernels without NVRTC (cuModuleLoadData) or to "
+               "compare against the device's JIT output.")
+
+
+def _device_files(report: "CheckReport | None") -> dict[str, dict]:
+    if report is None:
+        return {}
+    return {name: {"bytes": len(data), "note": FATBIN_NOTE if name.endswith(".fatbin") else ""}
+            for name, data in report.files().items()}
+
+
+@dataclass
+class CheckRun:
+    build: "BuildResult"
+    report: "CheckReport"
+    seconds: float = 0.0
+
+
+def require_device_code(spec: TargetSpec) -> None:
+    """``check`` verifies GPU kernels: refuse targets it cannot build or CPU targets, before any work."""
+    from .capabilities import check_target  # pylint: disable=import-outside-toplevel
+
+    check_target(spec)
+    if spec.device == "cpu":
+        raise UsageError(f"Target {spec.name} generates no GPU kernels; `check` verifies device code.",
+                         hint="For CPU targets, `tvm-pipeline compile` validates the whole module "
+                              "against ONNX Runtime.")
+
+
+def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()) -> CheckRun:
+    """Build and run the device checks of a GPU target, without linking or writing an artifact
+    (so that targets whose host code needs an Android NDK can be verified anywhere)."""
+    from .stages.build import BuildOptions, build  # pylint: disable=import-outside-toplevel
+    from .stages.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
+
+    require_device_code(prepared.target)
+    start = time.perf_counter()
+    result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
+    report = check_build(result, options.checks or CheckOptions())
+    if report is None:
+        raise UsageError(f"Target {prepared.target.name} (device {prepared.target.device}) produced "
+                         "no device code to check.")
+    return CheckRun(result, report, time.perf_counter() - start)
 
 
 def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: disable=redefined-builtin
@@ -70,6 +121,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
     """Build, export, validate against ONNX Runtime, then (and only then) write the artifact."""
     from .artifact import StagedArtifact  # pylint: disable=import-outside-toplevel
     from .stages.build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
+    from .stages.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
     from .stages import validate as val  # pylint: disable=import-outside-toplevel
 
     from .toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
@@ -77,10 +129,15 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
     start = time.perf_counter()
     toolchain = toolchain_for(prepared.target, options.ndk)   # before the build: fail fast
     result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
+    checks = check_build(result, options.checks or CheckOptions())
+    if checks is not None:
+        checks.raise_for_failures()          # no artifact for kernels that fail a device check
     loaded = prepared.loaded
     report, skipped = None, None
     with StagedArtifact(output) as staged:
         export_library(result, staged.path / "model.so", toolchain)
+        for name, data in (checks.files() if checks else {}).items():
+            (staged.path / name).write_bytes(data)
         metadata = {
             "model": {"name": loaded.name, "path": str(loaded.path.resolve()) if loaded.path else None,
                       "sha256": loaded.sha256},
@@ -90,6 +147,8 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
             "built_on": platform.node(),
             "toolchain": toolchain.to_dict(),
             **result.metadata(),
+            "device_checks": checks.to_dict() if checks else None,
+            "files": _device_files(checks),
         }
         staged.write_metadata({**metadata, "validation": None})
         remote = options.remote if options.remote is not None and options.remote.enabled else None
@@ -107,7 +166,8 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
         staged.write_metadata({**metadata, "validation": report.to_dict() if report else
                                {"skipped": skipped}})
         artifact = staged.commit()
-    return CompileResult(artifact, result, report, skipped, time.perf_counter() - start)
+    return CompileResult(artifact, result, report, skipped, time.perf_counter() - start,
+                         checks=checks)
 
 
 def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):

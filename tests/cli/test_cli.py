@@ -108,3 +108,45 @@ def _bad_case(case: str, tmp_path):
     if case == "dynamic":
         return ["compile", path, *out], UsageError.exit_code
     return ["compile", path, "--input-shape", "x:1,3,32", *out], UsageError.exit_code
+
+
+def test_targets_lists_gpu_targets(cli):
+    data = {t["name"]: t for t in json.loads(cli("targets", "--json").out)}
+    for name in ("cuda-sm75", "cuda-sm80", "cuda-sm86", "cuda-sm89", "cuda-sm90"):
+        assert data[name]["tvm"]["kind"] == "cuda" and data[name]["device"] == "cuda"
+        assert data[name]["export"] == "native" and not data[name]["host_default"]
+    assert data["jetson-orin"]["tvm"]["arch"] == "sm_87" and data["jetson-orin"]["arch"] == "aarch64"
+    for name in ("mali", "adreno", "adreno-texture", "mali-linux"):
+        assert data[name]["tvm"]["kind"] == "opencl" and data[name]["device"] == "opencl"
+        assert data[name]["tvm"]["host"]["mtriple"].startswith("aarch64")
+    assert "texture" in data["adreno-texture"]["tvm"]["keys"]
+    assert data["mali"]["export"] == "ndk" and data["mali-linux"]["export"] == "cross"
+
+
+def _target_file(tmp_path, name, tvm_dict):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({**tvm_dict, "pipeline": {"description": "user target",
+                                                         "export": "native"}}))
+    return path
+
+
+def test_vulkan_target_says_codegen_is_missing(cli, small_v2, tmp_path):
+    path = _target_file(tmp_path, "my-vulkan", {"kind": "vulkan", "device": "adreno"})
+    for command in ("compile", "check"):
+        res = cli(command, small_v2, "--target", path)
+        assert res.code == UsageError.exit_code, res.err
+        assert "Vulkan codegen is not in this TVM build" in res.err and "opencl" in res.err
+
+
+@pytest.mark.parametrize("arch", ["sm_42", "sm_999", None])
+def test_unknown_cuda_arch_lists_valid_ones(cli, small_v2, tmp_path, arch):
+    spec = {"kind": "cuda", **({"arch": arch} if arch else {})}
+    res = cli("compile", small_v2, "--target", _target_file(tmp_path, "my-cuda", spec))
+    assert res.code == UsageError.exit_code, res.err
+    assert "not an NVIDIA GPU architecture" in res.err
+    assert "sm_80" in res.err and "sm_87" in res.err and "sm_90" in res.err
+
+
+def test_check_refuses_cpu_targets(cli, small_v2):
+    res = cli("check", small_v2, "--target", "x86-avx2")
+    assert res.code == UsageError.exit_code and "generates no GPU kernels" in res.err

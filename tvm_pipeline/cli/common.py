@@ -70,6 +70,24 @@ def remote_options(args: argparse.Namespace):
                          timeout_s=args.timeout)
 
 
+def add_checks(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("device checks of GPU kernels (nvcc, clang, PoCL)")
+    group.add_argument("--no-numerics", action="store_true",
+                       help="skip running OpenCL kernels on PoCL against their CPU build")
+    group.add_argument("--kernel-timeout", type=float, default=20.0, metavar="SECONDS",
+                       help="time bound per fused function on PoCL (default 20)")
+
+
+def check_options(args: argparse.Namespace):
+    from ..stages.check import CheckOptions  # pylint: disable=import-outside-toplevel
+
+    if args.kernel_timeout <= 0:
+        from ..errors import UsageError  # pylint: disable=import-outside-toplevel
+
+        raise UsageError(f"--kernel-timeout must be > 0 (got {args.kernel_timeout}).")
+    return CheckOptions(numerics=not args.no_numerics, kernel_timeout_s=args.kernel_timeout)
+
+
 def validate_options(args: argparse.Namespace):
     from pathlib import Path  # pylint: disable=import-outside-toplevel
     from ..stages.validate import Tolerances, ValidateOptions  # pylint: disable=import-outside-toplevel

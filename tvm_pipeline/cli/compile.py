@@ -23,6 +23,7 @@ def register(sub) -> None:
                              "(default: $TVM_NDK_CC, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
     common.add_validation(parser)
     common.add_remote(parser)
+    common.add_checks(parser)
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
                f"({len(prepared.kernels)} kernels)")
     result = compile_model(prepared, output, CompileOptions(
         logs=args.logs, use_database=not args.untuned, validate=not args.no_validate,
-        validate_options=common.validate_options(args), ndk=args.ndk, remote=remote))
+        validate_options=common.validate_options(args), ndk=args.ndk, remote=remote,
+        checks=common.check_options(args)))
     if args.json:
         common.emit_json({"artifact": str(result.artifact.path), "seconds": round(result.seconds, 1),
                           **result.artifact.metadata})
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  untuned: {', '.join(result.build.untuned_kernels[:8])}"
               f"{' ...' if len(result.build.untuned_kernels) > 8 else ''}"
               f"  (tune them: tvm-pipeline tune {args.model} --target {prepared.target.name})")
+    if result.checks is not None:
+        print("device checks:\n" + result.checks.format())
     if result.validation is not None:
         print(result.validation.format())
     else:

@@ -12,10 +12,11 @@ import sys
 import traceback
 
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PipelineError
-from . import (bench, classify, compile as compile_cmd, demo, inspect, models, rpc, targets, tune,
-               validate)
+from . import (bench, check, classify, compile as compile_cmd, demo, inspect, models, rpc, targets,
+               tune, validate)
 
-SUBCOMMANDS = (models, inspect, targets, tune, compile_cmd, validate, bench, classify, rpc, demo)
+SUBCOMMANDS = (models, inspect, targets, tune, compile_cmd, check, validate, bench, classify, rpc,
+               demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

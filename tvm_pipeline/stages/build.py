@@ -1,8 +1,9 @@
 """Stage 4, build: apply the target's tuning database, compile, and export a library.
 
-Tuned kernels come from the MetaSchedule database of the target (see ``database``); kernels with no
-record are compiled from their default (naive, unscheduled) TIR. The result reports both counts so
-that an untuned build is never silent.
+Tuned kernels come from the MetaSchedule database of the target (see ``database``). Kernels with no
+record get the target's default schedules (``backends.schedule_pass``: DLight rules on GPUs, which
+need thread bindings to compile at all) or, on CPUs, stay naive (unscheduled loops). The result
+reports the three groups so that an untuned build is never silent.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .. import database as db
+from .. import backends, database as db
 from ..errors import ToolchainError
 from ..toolchains import Toolchain
 from .prepare import PreparedModule
@@ -30,12 +31,17 @@ class BuildOptions:
 class BuildResult:
     prepared: PreparedModule
     executable: object               # relax.VMExecutable
-    tuned_kernels: list[str]
-    untuned_kernels: list[str]
+    tuned_kernels: list[str]         # schedules from the tuning database
+    naive_kernels: list[str]         # no schedule at all (CPU loops as written)
     database_dirs: list[Path]
     database_digest: str | None
     seconds: float
-    ir: tvm.IRModule = field(repr=False, default=None)
+    ir: tvm.IRModule = field(repr=False, default=None)   # the scheduled module that was compiled
+    dlight_kernels: list[str] = field(default_factory=list)  # DLight default GPU schedules
+
+    @property
+    def untuned_kernels(self) -> list[str]:
+        return sorted(self.dlight_kernels + self.naive_kernels)
 
     @property
     def kernels_total(self) -> int:
@@ -44,8 +50,10 @@ class BuildResult:
     def summary(self) -> str:
         total = self.kernels_total
         where = ", ".join(str(d) for d in self.database_dirs) or "no database"
-        return (f"{len(self.tuned_kernels)}/{total} kernels tuned from {where}; "
-                f"{len(self.untuned_kernels)} left untuned (naive loops)")
+        text = f"{len(self.tuned_kernels)}/{total} kernels tuned from {where}; "
+        if self.dlight_kernels:
+            text += f"{len(self.dlight_kernels)} with DLight default GPU schedules; "
+        return text + f"{len(self.naive_kernels)} left naive (unscheduled loops)"
 
     def metadata(self) -> dict:
         target = self.prepared.target
@@ -56,7 +64,11 @@ class BuildResult:
                          "digest": self.database_digest,
                          "kernels_tuned": len(self.tuned_kernels),
                          "kernels_untuned": len(self.untuned_kernels),
-                         "untuned": self.untuned_kernels},
+                         "kernels_dlight": len(self.dlight_kernels),
+                         "kernels_naive": len(self.naive_kernels),
+                         "untuned": self.untuned_kernels,
+                         "dlight": self.dlight_kernels,
+                         "naive": self.naive_kernels},
             "build_seconds": round(self.seconds, 2),
         }
 
@@ -67,6 +79,25 @@ def _is_scheduled(func) -> bool:
                                      for k, v in attrs.items())
 
 
+def _scheduled(mod: tvm.IRModule) -> tuple[set[str], set[str]]:
+    """(scheduled, unscheduled) kernel names of a module."""
+    done, left = set(), set()
+    for gv, func in mod.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            (done if _is_scheduled(func) else left).add(gv.name_hint)
+    return done, left
+
+
+def _with_global_infos(mod: tvm.IRModule, source: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with the global infos of ``source`` that it lost. MetaScheduleApplyDatabase returns
+    a module without them; texture modules keep their virtual devices (memory scopes) there."""
+    infos = dict(mod.global_infos or {})
+    for key, value in (source.global_infos or {}).items():
+        if key not in infos:
+            mod.update_global_info(key, value)
+    return mod
+
+
 def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> BuildResult:
     """Compile a prepared module for its target with the target's tuning database applied."""
     start = time.perf_counter()
@@ -75,19 +106,21 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
     database = db.open_for_apply(dirs)
     try:
         with target, database, tvm.transform.PassContext(opt_level=3):
-            mod = relax.transform.MetaScheduleApplyDatabase()(prepared.mod)
-            executable = tvm.compile(mod, target=target)
+            mod = _with_global_infos(relax.transform.MetaScheduleApplyDatabase()(prepared.mod),
+                                     prepared.mod)
+            tuned, _ = _scheduled(mod)
+            mod = backends.schedule_pass(target)(mod)
+            scheduled, naive = _scheduled(mod)
+            executable = tvm.compile(mod, target=target, relax_pipeline=backends.relax_pipeline(target),
+                                     tir_pipeline=backends.tir_pipeline(target))
     except Exception as err:
         raise ToolchainError(f"TVM failed to compile {prepared.loaded.name} for {prepared.target.name}: "
                              f"{type(err).__name__}: {str(err).strip()[-600:]}",
                              hint="Re-run with TVM_PIPELINE_DEBUG=1 for the full traceback.") from err
-    tuned, untuned = [], []
-    for gv, func in mod.functions_items():
-        if isinstance(func, tvm.tirx.PrimFunc):
-            (tuned if _is_scheduled(func) else untuned).append(gv.name_hint)
     return BuildResult(prepared=prepared, executable=executable, tuned_kernels=sorted(tuned),
-                       untuned_kernels=sorted(untuned), database_dirs=dirs,
-                       database_digest=db.digest(dirs), seconds=time.perf_counter() - start, ir=mod)
+                       naive_kernels=sorted(naive), dlight_kernels=sorted(scheduled - tuned),
+                       database_dirs=dirs, database_digest=db.digest(dirs),
+                       seconds=time.perf_counter() - start, ir=mod)
 
 
 def _tail(text: str, limit: int = 800) -> str:

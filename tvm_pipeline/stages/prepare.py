@@ -6,6 +6,8 @@ the tuner measured are exactly the kernels the builder looks up in the database:
     from_onnx (weights as constants) -> FoldBatchnormToConv2D -> DecomposeOpsForInference
     -> FoldConstant -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
 
+(the lowering after FoldConstant is chosen by the target's keys, see ``backends``)
+
 Binding weights as constants and folding BatchNorm keeps Clip/BN statistics out of the runtime
 arguments (MetaSchedule's search space breaks on them) and lets each conv + bias + activation
 (Clip/Relu6, HardSwish, HardSigmoid) become one fused kernel.
@@ -21,6 +23,8 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
+from .. import backends
+from ..capabilities import check_target
 from ..errors import ModelError
 from .load import LoadedModel
 from ..targets import TargetSpec
@@ -80,22 +84,12 @@ def _relax_import(loaded: LoadedModel) -> tvm.IRModule:
 
 def fusion_passes(target: tvm.target.Target) -> list:
     """Relax -> fused TIR kernels. Tuning and building must share this list (database keys)."""
-    try:
-        dispatch = relax.pipeline.library_dispatch_passes(target)
-    except (ValueError, AttributeError):
-        dispatch = []
     return [
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),
-        *dispatch,
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-        relax.transform.DeadCodeElimination(),
+        *backends.lowering_passes(target),
     ]
 
 
@@ -113,6 +107,7 @@ def list_kernels(mod: tvm.IRModule) -> list[Kernel]:
 
 def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
     """Import the loaded model into Relax and fuse it into kernels for ``target``."""
+    check_target(target)
     mod = _relax_import(loaded)
     tvm_target = target.to_tvm()
     try:

@@ -1,0 +1,85 @@
+"""Per-target lowering choices, looked up by the TVM target's keys (never by target file name).
+
+- ``lowering_passes``: Relax -> fused TIR kernels. Shared by tune and build (database keys), so the
+  CPU list must not change. Targets with the ``texture`` key use the Adreno texture legalization
+  with our fixes (``texture``).
+- ``schedule_pass``: the default schedules for kernels the tuning database does not cover. GPU
+  kernels must bind threads to compile at all, so they get DLight's rules (``tvm.s_tir.dlight``: the
+  same rules ``tvm.compile``'s GPU pipelines apply, Adreno's conv/layout/pool rules first on Adreno);
+  CPU kernels stay naive loops.
+- ``relax_pipeline``/``tir_pipeline``: what ``tvm.compile`` runs on the scheduled module. GPU modules
+  are already legalized and scheduled, so only TVM's dataflow-lowering and finalization passes run
+  (``tvm.compile``'s own GPU pipeline would legalize again, re-running the texture layout
+  conversion).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from . import texture
+
+
+def is_gpu(target: tvm.target.Target) -> bool:
+    return "gpu" in target.keys
+
+
+def _common_lowering(target: tvm.target.Target) -> list:
+    try:
+        dispatch = relax.pipeline.library_dispatch_passes(target)
+    except (ValueError, AttributeError):
+        dispatch = []
+    return [
+        *dispatch,
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
+
+
+# target key -> lowering passes; the first key a target has wins, else _common_lowering.
+LOWERINGS = {
+    "texture": texture.legalize_passes,
+}
+
+
+def lowering_passes(target: tvm.target.Target) -> list:
+    for key, passes in LOWERINGS.items():
+        if key in target.keys:
+            return passes(target)
+    return _common_lowering(target)
+
+
+def _dlight_rules(target: tvm.target.Target) -> list:
+    from tvm.s_tir import dlight as dl  # pylint: disable=import-outside-toplevel
+
+    generic = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+               dl.gpu.Fallback()]
+    if "adreno" in target.keys:
+        return [dl.ApplyDefaultSchedule(dl.adreno.Conv2d(), dl.adreno.LayoutTransform(),
+                                        dl.adreno.Pool2D()),
+                dl.ApplyDefaultSchedule(dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                                        dl.gpu.Fallback())]
+    return [dl.ApplyDefaultSchedule(*generic)]
+
+
+def schedule_pass(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Default schedules for the kernels that are not scheduled yet (identity on CPUs)."""
+    return tvm.transform.Sequential(_dlight_rules(target) if is_gpu(target) else [])
+
+
+def relax_pipeline(target: tvm.target.Target):
+    if not is_gpu(target):
+        return "default"
+    # relax.pipeline.dataflow_lower_passes(cuda target) names backend.cuda.dataflow_lower_passes,
+    # which TVM 0.27 does not export (AttributeError); every GPU backend's list is gpu_generic's.
+    return tvm.transform.Sequential([*relax.backend.gpu_generic.dataflow_lower_passes(target),
+                                     *relax.pipeline.finalize_passes(target)])
+
+
+def tir_pipeline(target: tvm.target.Target) -> str:
+    return texture.tir_pipeline_name() if "texture" in target.keys else "default"
