@@ -232,6 +232,7 @@ class RemoteRunner:
         before = _tcp_fds()
         self.session = connect(options, target.get("rpc_key"))
         self.fds = _tcp_fds() - before
+        self.device = self._open_device(target.get("device", "cpu"))
         arch = target.get("arch") or "?"
         data = artifact.library.read_bytes()
         name = f"tvm-pipeline-{hashlib.sha256(data).hexdigest()[:16]}.so"
@@ -244,15 +245,28 @@ class RemoteRunner:
                               "`tvm-pipeline compile MODEL --target rpi4`.",
                          on_expire=lambda: sever(self.fds)):
             lib = self.session.load_module(name)
-        device_kind = target.get("device", "cpu")
-        with self._step(f"opening device {device_kind}(0)"):
-            self.device = self.session.device(device_kind, 0)
-            if not self.device.exist:
-                raise RemoteError(f"{self.where} has no {device_kind} device.",
-                                  hint="Start the RPC server on a machine with that device, "
-                                       "or compile for a target that matches the device.")
+        with self._step("starting the model"):
             self.vm = relax.VirtualMachine(lib, self.device)
         self.names = [t["name"] for t in artifact.inputs]
+
+    def _open_device(self, kind: str):
+        """The target's device on the server, checked before anything is uploaded."""
+        missing = RemoteError(f"{self.where} has no {kind} device (or its TVM runtime was built "
+                              f"without {kind} support).",
+                              hint="Start the RPC server on a machine with that device and a TVM "
+                                   "runtime that supports it, or compile for a target that matches "
+                                   "the device.")
+        with self._step(f"opening device {kind}(0)"):
+            try:
+                device = self.session.device(kind, 0)
+                present = bool(device.exist)
+            except RemoteError:
+                raise
+            except Exception as err:  # the device API is not in that runtime at all
+                raise missing from err
+        if not present:
+            raise missing
+        return device
 
     def _step(self, what: str):
         return remote_step(self.options, what, self.where, on_expire=lambda: sever(self.fds))

@@ -14,10 +14,48 @@ import pytest
 
 from tvm_pipeline.errors import RemoteError
 
-from emulated import KEY, cli_process, free_ports, say, wait_for
+from emulated import KEY, cli_process, free_ports, say, start_devices, wait_for
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def farm(request, tmp_path_factory):
+    """Two emulated aarch64 devices registered under key rpi4 with one local tracker."""
+    devices = start_devices(request.config, tmp_path_factory, 2, with_tracker=True)
+    yield devices
+    devices.stop(request.config)
+
+
+@pytest.fixture(scope="module")
+def device(request, tmp_path_factory):
+    """One emulated aarch64 device reached directly (--rpc HOST:PORT), no tracker."""
+    devices = start_devices(request.config, tmp_path_factory, 1, with_tracker=False)
+    yield devices
+    devices.stop(request.config)
+
+
+def _sacrificed(request, tmp_path_factory, with_tracker: bool):
+    devices = start_devices(request.config, tmp_path_factory, 1, with_tracker=with_tracker)
+    yield devices
+    try:
+        devices.signal(devices.ports[0], signal.SIGCONT)
+    except (OSError, StopIteration):
+        pass
+    devices.stop(request.config)
+
+
+@pytest.fixture
+def victim(request, tmp_path_factory):
+    """A fresh direct device for a test that kills or freezes it."""
+    yield from _sacrificed(request, tmp_path_factory, with_tracker=False)
+
+
+@pytest.fixture
+def victim_farm(request, tmp_path_factory):
+    """A fresh device behind its own tracker, for a test that kills it."""
+    yield from _sacrificed(request, tmp_path_factory, with_tracker=True)
+
+
+@pytest.fixture(scope="module")
 def rpi4_artifact(small_v2, device, tmp_path_factory):
     """V2 0.25-96 cross-compiled for rpi4 and validated on an emulated device by compile itself."""
     from tvm_pipeline.cli.main import main
@@ -146,3 +184,14 @@ def test_device_lost_during_tuning_keeps_measured_records(small_v2, victim_farm,
     lines = db.read_text().splitlines()
     assert len(lines) >= kept
     assert all(float(s) < 1.0 for line in lines for s in json.loads(line)[1][1])  # no dead batch
+
+
+def test_gpu_artifact_opens_its_device_on_the_server(cli, small_v2, device, tmp_path):
+    """A Mali (OpenCL) artifact over RPC opens opencl(0) on the device; the emulated board has no
+    OpenCL, which is reported as such (a real board with a Mali GPU runs it)."""
+    out = tmp_path / "mali.tvm"
+    res = cli("compile", small_v2, "--target", "mali-linux", "-o", out, "--no-numerics")
+    assert res.code == 0, res.err
+    res = cli("validate", out, "--rpc", device.rpc())
+    assert res.code == RemoteError.exit_code
+    assert "has no opencl device" in res.err
