@@ -3,7 +3,9 @@
 
 For each model, in one process run: export (seeded weights), compile untuned and with the tuning
 database of the target (each build validated against ONNX Runtime before it is used), then time
-ONNX Runtime, the untuned module and the tuned module on the same input, and write a table.
+ONNX Runtime, the untuned module and the tuned module on the same input, and write a table. The
+machine's peak FP32 throughput (an SGEMM, ``peak.py``) is measured in the same run, and each row
+states the tuned module's share of it (2 x multiply-adds / latency / peak).
 
     .venv/bin/python bench/compare_mobilenets.py [--archs v1 v2] [--runs 50] [--out bench/results]
 
@@ -21,6 +23,10 @@ from pathlib import Path
 
 import tvm_pipeline as tp
 from tvm_pipeline.stages.bench import BenchOptions
+from tvm_pipeline.targets import physical_cores
+
+sys.path.insert(0, str(Path(__file__).parent))
+from peak import peak_gflops  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def run_one(arch: str, target: str | None, work: Path, runs: int, logs: str | None) -> dict:
@@ -50,11 +56,12 @@ def run_one(arch: str, target: str | None, work: Path, runs: int, logs: str | No
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | target | ORT ms | untuned ms | untuned/ORT | tuned ms | tuned/ORT | "
-             "kernels tuned | max abs err (tuned) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "tuned GFLOP/s | share of peak | kernels tuned | max abs err (tuned) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['target']} | {r['tuned_ort_ms']:.2f} | {r['untuned_ms']:.1f} | "
                      f"{r['untuned_ratio']:.1f}x | {r['tuned_ms']:.2f} | {r['tuned_ratio']:.2f}x | "
+                     f"{r['tuned_gflops']:.0f} | {100 * r['tuned_share_of_peak']:.0f}% | "
                      f"{r['tuned_kernels_tuned']}/{r['tuned_kernels_total']} | "
                      f"{r['tuned_max_abs_err']:.1e} |")
     return "\n".join(lines)
@@ -72,9 +79,15 @@ def main() -> int:
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
+    peak = peak_gflops(physical_cores())
     rows = [run_one(arch, args.target, work, args.runs, args.logs) for arch in args.archs]
+    for row in rows:
+        row["peak_gflops"] = round(peak, 1)
+        row["tuned_gflops"] = 2 * row["macs"] / (row["tuned_ms"] / 1e3) / 1e9
+        row["tuned_share_of_peak"] = row["tuned_gflops"] / peak
     text = (f"MobileNet 1.0-224, batch 1, FP32, median of {args.runs} runs after 10 warm-up, "
-            f"{platform.machine()} {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+            f"{platform.machine()} {platform.node()}, {time.strftime('%Y-%m-%d %H:%M')}; machine peak "
+            f"FP32 {peak:.0f} GFLOP/s (SGEMM, {physical_cores()} threads, same run)\n\n"
             + table(rows) + "\n")
     target = rows[0]["target"]
     (out / f"mobilenets-{target}.md").write_text(text)

@@ -93,3 +93,25 @@ def exported_style_model(seed: int = 0) -> onnx.ModelProto:
     ]
     return make_model(nodes, [helper.make_tensor_value_info("x", f32, ["batch", 3, "h", "w"])],
                       [helper.make_tensor_value_info("logits", f32, ["batch", 10])], inits)
+
+
+def matmul_relu_kernel(m: int = 32, k: int = 64, n: int = 48):
+    """A tiny TIR workload (MxK @ KxN, then ReLU) with a correct and a wrong schedule of it:
+    ``(workload IRModule, correct Schedule, wrong Schedule)``. The wrong one stores the matmul's
+    accumulator as int32 (``unsafe_set_dtype``): it builds, runs, and computes garbage, the way a
+    bad rewrite or codegen bug would."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm import s_tir, te  # pylint: disable=import-outside-toplevel
+
+    a = te.placeholder((m, k), name="A")
+    b = te.placeholder((k, n), name="B")
+    r = te.reduce_axis((0, k), name="k")
+    c = te.compute((m, n), lambda i, j: te.sum(a[i, r] * b[r, j], axis=r), name="C")
+    d = te.compute((m, n), lambda i, j: te.max(c[i, j], tvm.tirx.const(0.0, "float32")), name="D")
+    mod = tvm.IRModule({"main": te.create_prim_func([a, b, d])})
+    good = s_tir.Schedule(mod)
+    good.split(good.get_loops(good.get_sblock("C"))[0], [None, 8])
+    good.vectorize(good.get_loops(good.get_sblock("D"))[-1])
+    wrong = s_tir.Schedule(mod)
+    wrong.unsafe_set_dtype(wrong.get_sblock("C"), 0, "int32")
+    return mod, good, wrong

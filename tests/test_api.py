@@ -27,6 +27,12 @@ def test_prepare_fuses_conv_bias_activation(small_v2):
     assert conv and all("add" in n for n in conv), names
     assert not any("batch_norm" in n for n in names)
     assert sum("clip" in n or "minimum" in n for n in conv) >= len(conv) // 2
+    # channels-last on CPUs: activations fused into the NHWC convolutions, transposes only at the
+    # input and before the classifier's reshape (not around every Clip)
+    assert not any("transpose" in n and "minimum" in n for n in names), names
+    assert sum("transpose" in n for n in names) <= 2, names
+    conv_func = prepared.mod[conv[0]]
+    assert "conv2d_nhwc" in conv_func.script()
 
 
 def test_foreign_exported_model_compiles_and_validates(tmp_path):

@@ -62,6 +62,13 @@ def test_android_without_ndk_names_the_missing_toolchain(cli, small_v2, monkeypa
     assert not (tmp_path / "a.tvm").exists()
 
 
+def test_remote_tuning_for_android_takes_ndk_and_checks_it_first(cli, small_v2, tmp_path):
+    res = cli("tune", small_v2, "--target", "android-arm64", "--tracker", "127.0.0.1:9",
+              "--ndk", tmp_path / "no-ndk")
+    assert res.code == ToolchainError.exit_code
+    assert "tried --ndk=" in res.err and str(tmp_path / "no-ndk") in res.err
+
+
 def test_ndk_is_found_from_its_root_layout(tmp_path, monkeypatch):
     """An NDK root is searched for the target's triple and API level (as the NDK lays it out)."""
     for var in NDK_VARS:

@@ -16,6 +16,8 @@ The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command f
 
     # 3. tune (optional, resumable): MetaSchedule + XGBoost into tuned_logs/<target>/
     tp.tune(prepared, tp.TuneOptions(trials_per_task=64, time_budget_s=1800))
+    #    every candidate that would become a task's best is first checked against the unscheduled
+    #    kernel; tp.distill("x86-avx512") then keeps only the best verified record per kernel
 
     # 4. compile: apply the target's database, build, validate against ONNX Runtime, and only then
     #    write the artifact folder (model.so + metadata.json)
@@ -41,8 +43,8 @@ Every user-caused failure raises a :class:`PipelineError` subclass carrying a on
 the CLI maps them to exit codes in one place (``tvm_pipeline.errors``).
 """
 
-from .api import (CompileOptions, CompileResult, bench, check, classify, compile, prepare, tune,
-                  validate)
+from .api import (CompileOptions, CompileResult, bench, check, classify, compile, distill, prepare,
+                  tune, validate)
 from .errors import PipelineError
 from .stages.load import LoadedModel, load
 from .models import MobileNetSpec, build_mobilenet, export_mobilenet
@@ -61,7 +63,7 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["load", "prepare", "tune", "compile", "check", "validate", "bench", "classify",
+__all__ = ["load", "prepare", "tune", "distill", "compile", "check", "validate", "bench", "classify",
            "CompileOptions", "CompileResult", "LoadedModel", "MobileNetSpec", "TargetSpec",
            "PipelineError", "build_mobilenet", "export_mobilenet", "list_targets",
            "resolve_target", "RemoteOptions", "TuneOptions", "BenchOptions", "ValidateOptions", "Tolerances"]

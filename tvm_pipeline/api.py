@@ -46,10 +46,22 @@ def tune(prepared: "PreparedModule", options: "TuneOptions | None" = None,
     return _tune(prepared, options or TuneOptions(), report)
 
 
+def distill(target: TargetSpec | str | None = None, logs: str | None = None, keep: int = 1,
+            check: bool = True) -> "DistillResult":
+    """Shrink the target's writable tuning database to its best verified records per workload."""
+    from . import database as db  # pylint: disable=import-outside-toplevel
+    from .stages.distill import distill as _distill  # pylint: disable=import-outside-toplevel
+
+    spec = target if isinstance(target, TargetSpec) else resolve_target(target)
+    return _distill(db.writable_root(logs) / spec.name, spec, keep, check)
+
+
 @dataclass(frozen=True)
 class CompileOptions:
     logs: str | None = None               # tuning-log root (see database.writable_root)
     use_database: bool = True
+    shipped_logs: bool = True             # False: ignore tuned_logs/ (only the ``logs`` root)
+    borrow: bool = True                   # untuned CPU kernels borrow similar tuned schedules
     validate: bool = True                 # refuse to write an artifact that disagrees with ORT
     validate_options: "ValidateOptions | None" = None
     ndk: str | None = None                # Android NDK root or clang++ (targets with export "ndk")
@@ -108,7 +120,8 @@ def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()
 
     require_device_code(prepared.target)
     start = time.perf_counter()
-    result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
+    result = build(prepared, BuildOptions(options.logs, options.use_database, options.shipped_logs,
+                                          options.borrow))
     report = check_build(result, options.checks or CheckOptions())
     if report is None:
         raise UsageError(f"Target {prepared.target.name} (device {prepared.target.device}) produced "
@@ -128,7 +141,8 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
 
     start = time.perf_counter()
     toolchain = toolchain_for(prepared.target, options.ndk)   # before the build: fail fast
-    result = build(prepared, BuildOptions(logs=options.logs, use_database=options.use_database))
+    result = build(prepared, BuildOptions(options.logs, options.use_database, options.shipped_logs,
+                                          options.borrow))
     checks = check_build(result, options.checks or CheckOptions())
     if checks is not None:
         checks.raise_for_failures()          # no artifact for kernels that fail a device check

@@ -1,8 +1,10 @@
 """Per-target lowering choices, looked up by the TVM target's keys (never by target file name).
 
 - ``lowering_passes``: Relax -> fused TIR kernels. Shared by tune and build (database keys), so the
-  CPU list must not change. Targets with the ``texture`` key use the Adreno texture legalization
-  with our fixes (``texture``).
+  lists must not change without re-tuning. Targets with the ``texture`` key use the Adreno texture
+  legalization with our fixes (``texture``); CPU targets convert to channels-last first (``layout``).
+- ``after_database_pass``: on CPUs, the weight packing that tuned schedules chose is run on the
+  constant weights at compile time (``layout``).
 - ``schedule_pass``: the default schedules for kernels the tuning database does not cover. GPU
   kernels must bind threads to compile at all, so they get DLight's rules (``tvm.s_tir.dlight``: the
   same rules ``tvm.compile``'s GPU pipelines apply, Adreno's conv/layout/pool rules first on Adreno);
@@ -18,32 +20,40 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from . import texture
+from . import layout, texture
 
 
 def is_gpu(target: tvm.target.Target) -> bool:
     return "gpu" in target.keys
 
 
-def _common_lowering(target: tvm.target.Target) -> list:
+def _common_lowering(target: tvm.target.Target, before: list = (), after: list = ()) -> list:
     try:
         dispatch = relax.pipeline.library_dispatch_passes(target)
     except (ValueError, AttributeError):
         dispatch = []
     return [
         *dispatch,
+        *before,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
+        *after,
     ]
+
+
+def _cpu_lowering(target: tvm.target.Target) -> list:
+    """Channels-last kernels with layout-free (packable) weights: see ``layout``."""
+    return _common_lowering(target, layout.channels_last_passes(), layout.mark_weights_passes())
 
 
 # target key -> lowering passes; the first key a target has wins, else _common_lowering.
 LOWERINGS = {
     "texture": texture.legalize_passes,
+    "cpu": _cpu_lowering,
 }
 
 
@@ -65,6 +75,11 @@ def _dlight_rules(target: tvm.target.Target) -> list:
                 dl.ApplyDefaultSchedule(dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
                                         dl.gpu.Fallback())]
     return [dl.ApplyDefaultSchedule(*generic)]
+
+
+def after_database_pass(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Right after the tuning database is applied: CPU weight packing folded into the constants."""
+    return tvm.transform.Sequential([] if is_gpu(target) else layout.pack_weights_passes())
 
 
 def schedule_pass(target: tvm.target.Target) -> tvm.transform.Pass:

@@ -20,29 +20,32 @@ from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
 
 def build_candidate(mod, target, compiler: str | None = None) -> str:
-    """Build one scheduled TIR module (worker side) and export it for the runner: a tarball of
-    objects for the local runner, or a shared library linked by ``compiler`` for a remote device
-    (its RPC server loads a ``.so`` as is; a tarball would need a compiler on the device)."""
+    """Build one scheduled TIR module (worker side) and link it into a shared library for the
+    runner: with the host's compiler for the local runner (linking here, in parallel workers,
+    rather than in the runner's single process, which would link a tarball serially between
+    timings), or with ``compiler`` for a remote device (its RPC server loads a ``.so`` as is)."""
     # pylint: disable=import-outside-toplevel
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     from tvm.support import cc
-    from tvm.support.tar import tar
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     module = tvm_build(mod, target=target)
     folder = tempfile.mkdtemp(prefix="tvm-pipeline-cand-")
-    if compiler is None:
-        path = os.path.join(folder, "tvm_tmp_mod." + tar.output_format)
-        module.export_library(path, fcompile=tar)
-    else:
-        path = os.path.join(folder, "tvm_tmp_mod.so")
-        module.export_library(path, fcompile=cc.cross_compiler(compiler))
+    path = os.path.join(folder, "tvm_tmp_mod.so")
+    module.export_library(path, fcompile=cc.create_shared if compiler is None
+                          else cc.cross_compiler(compiler))
     return path
 
 
 def _call(args):
     return build_candidate(*args)
+
+
+def _check(args):
+    from . import verify  # pylint: disable=import-outside-toplevel
+
+    return verify.check_kernel(*args)
 
 
 @derived_object
@@ -58,6 +61,7 @@ class PersistentLocalBuilder(ms.builder.PyBuilder):
         self.recycle_every = recycle_every
         self._pool: PopenPoolExecutor | None = None
         self._batches = 0
+        self.sources: dict = {}           # artifact path -> scheduled module, last batch only
 
     def _executor(self) -> PopenPoolExecutor:
         if self._pool is not None and self._batches >= self.recycle_every:
@@ -70,16 +74,26 @@ class PersistentLocalBuilder(ms.builder.PyBuilder):
 
     def build(self, build_inputs):
         results = []
+        self.sources = {}
         jobs = [(inp.mod, inp.target, self.compiler) for inp in build_inputs]
-        for res in self._executor().map_with_error_catching(_call, jobs):
+        for inp, res in zip(build_inputs, self._executor().map_with_error_catching(_call, jobs)):
             if res.status == StatusKind.COMPLETE:
                 results.append(ms.builder.BuilderResult(res.value, None))
+                self.sources[res.value] = (inp.mod, inp.target)
             elif res.status == StatusKind.TIMEOUT:
                 results.append(ms.builder.BuilderResult(
                     None, f"build timed out after {self.timeout_sec} s"))
             else:
                 results.append(ms.builder.BuilderResult(None, f"build failed: {res.value}"))
         return results
+
+    def check(self, artifact_path: str, reference) -> float:
+        """Deviation of a built candidate from ``reference`` (``verify.Reference``), computed in a
+        worker (a crash or hang there costs this check, reported as infinitely wrong)."""
+        mod, target = self.sources[artifact_path]
+        pool = self._pool if self._pool is not None else self._executor()
+        res = next(iter(pool.map_with_error_catching(_check, [(mod, target, reference)])))
+        return float(res.value) if res.status == StatusKind.COMPLETE else float("inf")
 
     def shutdown(self) -> None:
         if self._pool is not None:

@@ -2,7 +2,10 @@
 
 Layout: ``<logs root>/<target name>/database_workload.json`` + ``database_tuning_record.json``
 (MetaSchedule's own JSON-lines format; the format is not keyed by target, apache/tvm#15549, hence one
-folder per target). Two roots are consulted:
+folder per target).
+
+``database_trials.json`` (ours) counts the trials ``distill`` removed, so that budgets per task still
+count them. Two roots are consulted:
 
 * the shipped logs (``tuned_logs/`` of the checkout, or the copy inside an installed package);
 * the writable root where ``tune`` appends: ``--logs DIR``, else ``$TVM_PIPELINE_LOGS``, else the
@@ -27,6 +30,7 @@ from .resources import data_dir
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+TRIALS_FILE = "database_trials.json"    # ours: trials that ``distill`` dropped, per workload hash
 LOGS_ENV = "TVM_PIPELINE_LOGS"
 
 
@@ -45,10 +49,12 @@ def writable_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "tvm-pipeline" / "tuned_logs"
 
 
-def database_dirs(target_name: str, explicit: str | os.PathLike | None = None) -> list[Path]:
-    """Existing database folders for a target, writable one first, without duplicates."""
+def database_dirs(target_name: str, explicit: str | os.PathLike | None = None,
+                  shipped: bool = True) -> list[Path]:
+    """Existing database folders for a target, writable one first, without duplicates (without the
+    shipped logs when ``shipped`` is false)."""
     dirs = []
-    for root in (writable_root(explicit), shipped_root()):
+    for root in (writable_root(explicit), *([shipped_root()] if shipped else [])):
         folder = (root / target_name).resolve()
         if (folder / WORKLOAD_FILE).exists() and folder not in dirs:
             dirs.append(folder)
@@ -111,6 +117,23 @@ def digest(folders: list[Path]) -> str | None:
     return sha.hexdigest()
 
 
+def read_trials(folder: Path) -> dict[str, int]:
+    """Workload structural hash -> trials measured but no longer in the record file (distilled)."""
+    path = folder / TRIALS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except (json.JSONDecodeError, AttributeError, ValueError) as err:
+        raise TuningError(f"{path} is not a JSON object of trial counts: {err}",
+                          hint="Restore it from git, or delete it (tune will then re-tune tasks "
+                               "whose records were distilled).") from err
+
+
+def write_trials(folder: Path, trials: dict[str, int]) -> None:
+    atomic_write_text(folder / TRIALS_FILE, json.dumps(dict(sorted(trials.items())), indent=0) + "\n")
+
+
 def count_records(folder: Path) -> int:
     path = folder / RECORD_FILE
     if not path.exists():
@@ -138,9 +161,13 @@ def open_json_database(folder: Path, *, create: bool = False):
 
 def open_for_apply(folders: list[Path]):
     """One database holding every record of ``folders`` (best record wins on lookup)."""
+    return union([open_json_database(folder) for folder in folders])
+
+
+def union(databases: list):
+    """One database over ``databases`` (an empty one for none)."""
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
-    if not folders:
+    if not databases:
         return ms.database.MemoryDatabase()
-    dbs = [open_json_database(folder) for folder in folders]
-    return dbs[0] if len(dbs) == 1 else ms.database.UnionDatabase(*dbs)
+    return databases[0] if len(databases) == 1 else ms.database.UnionDatabase(*databases)

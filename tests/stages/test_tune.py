@@ -17,8 +17,8 @@ from conftest import const, make_model
 from tvm_pipeline import database as db
 
 
-def tiny_cnn(path):
-    """conv3x3 + clip -> depthwise 3x3 + clip: two fused conv kernels (plus nothing else)."""
+def tiny_cnn(path, size: int = 16):
+    """conv3x3 + clip -> depthwise 3x3 + clip: two fused conv kernels (plus layout transposes)."""
     rng = np.random.default_rng(0)
     f32 = TensorProto.FLOAT
     nodes = [
@@ -33,8 +33,8 @@ def tiny_cnn(path):
              const("w2", rng.normal(0, .3, (8, 1, 3, 3)).astype(np.float32)),
              const("b2", rng.normal(0, .1, (8,)).astype(np.float32)),
              const("lo", np.array(0, np.float32)), const("hi", np.array(6, np.float32))]
-    model = make_model(nodes, [helper.make_tensor_value_info("x", f32, [1, 3, 16, 16])],
-                       [helper.make_tensor_value_info("y", f32, [1, 8, 16, 16])], inits)
+    model = make_model(nodes, [helper.make_tensor_value_info("x", f32, [1, 3, size, size])],
+                       [helper.make_tensor_value_info("y", f32, [1, 8, size, size])], inits)
     onnx.save(model, path)
     return path
 
@@ -100,6 +100,28 @@ def test_tune_killed_then_resumed_keeps_every_record(tmp_path):
     meta = json.loads(res.stdout)
     assert meta["database"]["kernels_tuned"] >= 1 and meta["validation"]["passed"]
     assert meta["database"]["digest"]
+
+    # distill: best verified record per kernel; the budget still counts the dropped trials
+    res = subprocess.run([sys.executable, "-m", "tvm_pipeline", "distill", "--logs", str(logs),
+                          "--json"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    distilled = json.loads(res.stdout)
+    assert distilled["records_after"] < distilled["records_before"] and distilled["verified"] >= 1
+    assert distilled["bytes_after"] < distilled["bytes_before"]
+    res = subprocess.run(_tune_cmd(model, logs, "--trials", "10", "--trials-per-task", "4", "--json"),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and json.loads(res.stdout)["stopped_by"] == "nothing-to-do"
+
+    # the same network at another size has no records: its kernels borrow the tuned schedules of
+    # the 16x16 ones instead of running naive, and the build still validates
+    other = tiny_cnn(tmp_path / "tiny24.onnx", size=24)
+    res = subprocess.run([sys.executable, "-m", "tvm_pipeline", "compile", str(other), "--logs",
+                          str(logs), "-o", str(tmp_path / "tiny24.tvm"), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    meta = json.loads(res.stdout)
+    assert meta["database"]["kernels_tuned"] == 0 and meta["database"]["kernels_borrowed"] >= 1
+    assert meta["validation"]["passed"]
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_records(tmp_path):

@@ -28,6 +28,12 @@ def add_logs(parser: argparse.ArgumentParser) -> None:
                              "~/.cache/tvm-pipeline/tuned_logs)")
 
 
+def add_ndk(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ndk", default=None, metavar="PATH",
+                        help="Android NDK root (or its clang++) for targets that link with the NDK "
+                             "(default: $TVM_NDK_CC, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 

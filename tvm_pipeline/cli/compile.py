@@ -16,11 +16,12 @@ def register(sub) -> None:
                         help="artifact folder (default: MODEL-TARGET.tvm next to the current dir)")
     parser.add_argument("--no-validate", action="store_true",
                         help="skip the ONNX Runtime comparison (the artifact records it was skipped)")
+    parser.add_argument("--no-borrow", action="store_true",
+                        help="leave CPU kernels without a tuning record naive instead of borrowing "
+                             "the schedule of the most similar tuned kernel")
     parser.add_argument("--untuned", action="store_true",
                         help="ignore tuning databases (every kernel naive; for comparisons)")
-    parser.add_argument("--ndk", default=None, metavar="PATH",
-                        help="Android NDK root (or its clang++) for targets that link with the NDK "
-                             "(default: $TVM_NDK_CC, $ANDROID_NDK_HOME, $ANDROID_NDK_ROOT)")
+    common.add_ndk(parser)
     common.add_validation(parser)
     common.add_remote(parser)
     common.add_checks(parser)
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     common.say(f"compiling {prepared.loaded.name} for {prepared.target.name} "
                f"({len(prepared.kernels)} kernels)")
     result = compile_model(prepared, output, CompileOptions(
-        logs=args.logs, use_database=not args.untuned, validate=not args.no_validate,
+        logs=args.logs, use_database=not args.untuned, borrow=not args.no_borrow,
+        validate=not args.no_validate,
         validate_options=common.validate_options(args), ndk=args.ndk, remote=remote,
         checks=common.check_options(args)))
     if args.json:
@@ -50,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(result.build.summary())
     if result.build.untuned_kernels:
-        print(f"  untuned: {', '.join(result.build.untuned_kernels[:8])}"
-              f"{' ...' if len(result.build.untuned_kernels) > 8 else ''}"
-              f"  (tune them: tvm-pipeline tune {args.model} --target {prepared.target.name})")
+        untuned = result.build.untuned_kernels
+        print(f"  untuned ({100 * result.build.work_share(untuned):.0f}% of the work): "
+              f"{', '.join(untuned[:8])}{' ...' if len(untuned) > 8 else ''}\n"
+              f"  tune only these (tasks already tuned are skipped): tvm-pipeline tune {args.model} "
+              f"--target {prepared.target.name} --time-budget 10m")
     if result.checks is not None:
         print("device checks:\n" + result.checks.format())
     if result.validation is not None:

@@ -12,18 +12,18 @@ import sys
 import traceback
 
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PipelineError
-from . import (bench, check, classify, compile as compile_cmd, demo, inspect, models, rpc, targets,
-               tune, validate)
+from . import (bench, check, classify, compile as compile_cmd, demo, distill, inspect, models, rpc,
+               targets, tune, validate)
 
-SUBCOMMANDS = (models, inspect, targets, tune, compile_cmd, check, validate, bench, classify, rpc,
-               demo)
+SUBCOMMANDS = (models, inspect, targets, tune, distill, compile_cmd, check, validate, bench, classify,
+               rpc, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-pipeline",
         description="Compile, tune, validate and benchmark ONNX vision models with Apache TVM.",
-        epilog="Lifecycle: models export -> inspect -> tune -> compile (validates) -> bench/classify. "
+        epilog="Lifecycle: models export -> inspect -> tune (-> distill) -> compile (validates) -> bench/classify. "
                "Set TVM_PIPELINE_DEBUG=1 for tracebacks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:

@@ -40,6 +40,7 @@ def register(sub) -> None:
                              "search time per batch, for covering many tasks in a short budget")
     parser.add_argument("--seed", type=int, default=None)
     common.add_remote(parser, server=False)
+    common.add_ndk(parser)
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -65,6 +66,8 @@ class _Display:
 def run(args: argparse.Namespace) -> int:
     from ..api import prepare, tune  # pylint: disable=import-outside-toplevel
     from ..stages.tune import SEARCH_PRESETS, TuneOptions  # pylint: disable=import-outside-toplevel
+    from ..targets import resolve_target  # pylint: disable=import-outside-toplevel
+    from ..toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
     for flag in ("trials", "trials_per_task", "trials_per_iter"):
         if getattr(args, flag) < 1:
@@ -73,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
                           trials_per_iter=args.trials_per_iter,
                           time_budget_s=parse_duration(args.time_budget), logs=args.logs,
                           seed=args.seed, search=SEARCH_PRESETS[args.search],
-                          remote=common.remote_options(args))
-    prepared = prepare(args.model, args.target, common.input_shapes(args))
+                          remote=common.remote_options(args), ndk=args.ndk)
+    target = resolve_target(args.target)
+    if args.tracker:
+        toolchain_for(target, args.ndk)  # candidates are linked here: fail before any work
+    prepared = prepare(args.model, target, common.input_shapes(args))
     where = (f" on devices with key '{args.key or prepared.target.rpc_key}' at tracker "
              f"{args.tracker}" if args.tracker else "")
     common.say(f"tuning {prepared.loaded.name} for {prepared.target.name}{where}: "
@@ -91,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{d['stopped_by']}: {d['trials']} trials in {d['seconds']} s; database "
               f"{d['database']} now holds {d['records_after']} records "
               f"({d['records_after'] - d['records_before']} new)")
+        if d["candidates_checked"]:
+            print(f"checked {d['candidates_checked']} new-best candidates against the unscheduled "
+                  f"kernels: {len(d['candidates_rejected'])} rejected as wrong")
         if d["estimated_ms"] is not None:
             print(f"estimated latency of the tuned kernels: {d['estimated_ms']:.2f} ms")
     return 130 if result.stopped_by == "interrupt" else 0

@@ -9,6 +9,11 @@
   ``database.repair`` drops a line cut by the kill.
 * Progress: a measure callback reports tasks done, trials, and the best estimated latency
   (sum over kernels of weight x best measured time) after every batch.
+* Correctness: on a target this machine runs, ``measure.CorrectnessGuard`` checks every candidate
+  that would become its task's best against the unscheduled kernel before the batch is recorded;
+  a wrong one is recorded as a failed run.
+* Throughput: candidates build in persistent worker processes and are linked there
+  (``builders``); timing is 2 x 20 ms per candidate (``measure.LOCAL_EVALUATOR``).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class TuneOptions:
     build_timeout_s: float = 30.0       # per candidate (workers are already running)
     run_timeout_s: float = 30.0         # per candidate (remote: the RPC session of one candidate)
     remote: "RemoteOptions | None" = None   # measure on devices at a tracker (remote.RemoteOptions)
+    ndk: str | None = None              # remote Android devices: NDK root or clang++ for candidates
 
 
 @dataclass
@@ -106,6 +112,8 @@ class TuneResult:
     stopped_by: str                     # "budget", "time", "interrupt", "nothing-to-do"
     records_before: int
     records_after: int
+    checked: int = 0                    # candidates checked against the unscheduled kernel
+    rejected: list[str] = field(default_factory=list)   # why each wrong candidate was rejected
 
     @property
     def trials(self) -> int:
@@ -116,6 +124,7 @@ class TuneResult:
         return {"database": str(self.database_dir), "stopped_by": self.stopped_by,
                 "trials": p.trials, "seconds": round(p.elapsed_s, 1),
                 "records_before": self.records_before, "records_after": self.records_after,
+                "candidates_checked": self.checked, "candidates_rejected": self.rejected,
                 "estimated_ms": p.estimated_ms, "tasks_done": p.tasks_done, "tasks": len(p.tasks),
                 "per_task": [{"name": t.name, "weight": t.weight, "trials": t.total_trials,
                               "best_us": t.best_us} for t in p.tasks]}
@@ -164,10 +173,12 @@ class _SequentialGradientScheduler(ms.task_scheduler.PyTaskScheduler):
     and the wall-clock budget is honoured between batches.
     """
 
-    def __init__(self, progress: TuneProgress, callback: _ProgressCallback, seed: int | None):
+    def __init__(self, progress: TuneProgress, callback: _ProgressCallback, seed: int | None,
+                 on_task: Callable[[int], None] | None = None):
         super().__init__()
         self.progress = progress
         self.callback = callback
+        self.on_task = on_task
         self.last: int | None = None
         self.visited: set[int] = set()
         self.rng = random.Random(seed)
@@ -191,6 +202,8 @@ class _SequentialGradientScheduler(ms.task_scheduler.PyTaskScheduler):
         choice = fresh[0] if fresh else self._by_gradient(alive)
         self.visited.add(choice)
         self.last = choice
+        if self.on_task is not None:
+            self.on_task(choice)
         return choice
 
     def _by_gradient(self, alive: list[int], window: int = 3, alpha: float = 0.2) -> int:
@@ -252,10 +265,15 @@ def _existing(database, mod, counts: dict) -> tuple[int, float | None]:
     return counts.get(workload, 0), best_us
 
 
-def _records_per_workload(database) -> dict:
+def _records_per_workload(database, folder: Path) -> dict:
+    """Trials per workload: records in the database plus those ``distill`` removed."""
     counts: dict = {}
     for record in database.get_all_tuning_records():
         counts[record.workload] = counts.get(record.workload, 0) + 1
+    distilled = db.read_trials(folder)
+    if distilled:
+        for workload in list(counts):
+            counts[workload] += distilled.get(str(workload.as_json()[0]), 0)
     return counts
 
 
@@ -271,7 +289,7 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     records_before = db.count_records(folder)
     extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
     states, todo = [], []
-    counts = _records_per_workload(database)
+    counts = _records_per_workload(database, folder)
     for task in extracted:
         done, best = _existing(database, task.dispatched[0], counts)
         state = TaskState(task.task_name, int(task.weight), done, best_us=best)
@@ -294,13 +312,21 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
                 genetic_num_iters=options.search.genetic_iters))
     _quiet_metaschedule_console()
     if options.remote is not None and options.remote.enabled:
-        where = measure.remote(prepared.target, options.remote, options.build_timeout_s)
+        where = measure.remote(prepared.target, options.remote, options.build_timeout_s,
+                               options.ndk)
     else:
-        where = measure.local(options.build_timeout_s, options.run_timeout_s)
+        where = measure.local(options.build_timeout_s, options.run_timeout_s,
+                              target if prepared.target.runs_on_host else None)
     start = time.perf_counter()
     deadline = start + options.time_budget_s if options.time_budget_s else None
     callback = _ProgressCallback(progress, report, deadline, start)
-    scheduler = _SequentialGradientScheduler(progress, callback, options.seed)
+
+    def on_task(task_id: int) -> None:
+        if where.guard is not None:
+            best_us = progress.tasks[task_id].best_us
+            where.guard.set_task(task_id, contexts[task_id].mod, best_us / 1e6 if best_us else None)
+
+    scheduler = _SequentialGradientScheduler(progress, callback, options.seed, on_task)
     stopped_by = "budget"
     try:
         with _StopOnInterrupt(callback):
@@ -327,7 +353,9 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     if callback.time_up and stopped_by == "budget":
         stopped_by = "time"
     progress.elapsed_s = time.perf_counter() - start
-    return TuneResult(folder, progress, stopped_by, records_before, db.count_records(folder))
+    guard = where.guard
+    return TuneResult(folder, progress, stopped_by, records_before, db.count_records(folder),
+                      guard.checked if guard else 0, list(guard.rejected) if guard else [])
 
 
 def _callbacks(progress: _ProgressCallback, watch=None) -> list:

@@ -1,0 +1,43 @@
+"""``tvm-pipeline distill --target T``: keep the best verified records of a tuning database."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import common
+from ..errors import UsageError
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("distill", help="shrink a target's tuning database to the best verified "
+                                            "records per kernel")
+    common.add_target(parser)
+    common.add_logs(parser)
+    parser.add_argument("--keep", type=int, default=1,
+                        help="records kept per kernel, fastest first (default 1)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="keep the fastest records without checking them against the "
+                             "unscheduled kernels (checks need a target this machine runs)")
+    common.add_json(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import distill  # pylint: disable=import-outside-toplevel
+
+    if args.keep < 1:
+        raise UsageError(f"--keep must be >= 1 (got {args.keep}).")
+    result = distill(args.target, args.logs, args.keep, not args.no_verify)
+    if args.json:
+        common.emit_json(result.to_dict())
+        return 0
+    mb = 1024 * 1024
+    print(f"{result.folder}: {result.records_before} -> {result.records_after} records over "
+          f"{result.workloads} kernels, {result.bytes_before / mb:.1f} MB -> "
+          f"{result.bytes_after / mb:.1f} MB; {result.verified} kept records verified against the "
+          f"unscheduled kernels, {len(result.rejected)} dropped as wrong")
+    for line in result.rejected:
+        print(f"  {line}")
+    if result.note:
+        print(f"note: {result.note}")
+    return 0
