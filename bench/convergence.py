@@ -81,6 +81,9 @@ def main() -> int:
                         help="minutes at which the model is built and timed")
     parser.add_argument("--logs", default=None, help="tuning-log root (default: a fresh empty one)")
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--resume", action="store_true",
+                        help="skip tuning: build and time the checkpoints of the last run's timeline "
+                             "(WORK/convergence-ARCH-TARGET-timeline.json; pass the same --logs)")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--work", default="bench/work")
     args = parser.parse_args()
@@ -103,11 +106,22 @@ def main() -> int:
               f"{progress.estimated_ms if progress.estimated_ms is not None else float('nan'):.2f} ms",
               file=sys.stderr, flush=True)
 
-    tuned = tp.tune(prepared, tp.TuneOptions(max_trials=100000, trials_per_task=args.trials_per_task,
-                                             time_budget_s=args.minutes * 60, logs=str(logs),
-                                             search=_fast_search()),
-                    report)
-    seconds = tuned.progress.elapsed_s
+    timeline_path = work / f"convergence-{args.arch}-{prepared.target.name}-timeline.json"
+    if args.resume:
+        # a run whose tuning finished but whose builds did not: reuse its timeline
+        saved = json.loads(timeline_path.read_text())
+        timeline, tune_summary = [tuple(p) for p in saved["timeline"]], saved["tune"]
+        start_records = timeline[0][1]
+    else:
+        tuned = tp.tune(prepared, tp.TuneOptions(max_trials=100000,
+                                                 trials_per_task=args.trials_per_task,
+                                                 time_budget_s=args.minutes * 60, logs=str(logs),
+                                                 search=_fast_search()),
+                        report)
+        tune_summary = tuned.to_dict()
+        timeline_path.write_text(json.dumps({"timeline": timeline, "tune": tune_summary}) + "\n")
+    seconds = tune_summary["seconds"]
+    trials = tune_summary["trials"]
     rows = []
     checkpoints = sorted({float(m) for m in args.checkpoints.split(",")} | {seconds / 60})
     for minutes in checkpoints:
@@ -128,8 +142,8 @@ def main() -> int:
     ort_ms = shipped["ort_ms"]
     name = f"convergence-{args.arch}-{prepared.target.name}"
     lines = [f"MobileNet {spec.name}, target {prepared.target.name}: tuning from an empty database "
-             f"for up to {args.minutes:g} min ({tuned.trials} trials in {seconds:.0f} s, "
-             f"{tuned.trials / seconds:.2f} trials/s, stopped by {tuned.stopped_by}); "
+             f"for up to {args.minutes:g} min ({trials} trials in {seconds:.0f} s, "
+             f"{trials / seconds:.2f} trials/s, stopped by {tune_summary['stopped_by']}); "
              f"median of {args.runs} runs per build; {time.strftime('%Y-%m-%d %H:%M')}", "",
              "| wall time (min) | trials | kernels tuned | latency ms | vs shipped logs | vs ORT |",
              "|---|---|---|---|---|---|"]
@@ -142,7 +156,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     (out / f"{name}.md").write_text(text)
     (out / f"{name}.json").write_text(json.dumps({"rows": rows, "shipped": shipped,
-                                                   "timeline": timeline, "tune": tuned.to_dict()},
+                                                   "timeline": timeline, "tune": tune_summary},
                                                   indent=2) + "\n")
     plot(rows, shipped["tvm_ms"], ort_ms, f"{spec.name} on {prepared.target.name}",
          out / f"{name}.png")

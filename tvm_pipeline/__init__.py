@@ -19,8 +19,9 @@ The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command f
     #    every candidate that would become a task's best is first checked against the unscheduled
     #    kernel; tp.distill("x86-avx512") then keeps only the best verified record per kernel
 
-    # 4. compile: apply the target's database, build, validate against ONNX Runtime, and only then
-    #    write the artifact folder (model.so + metadata.json)
+    # 4. compile: apply the target's database (on CPUs, a kernel without a record borrows the
+    #    schedule of the most similar tuned kernel), pack weights, build, validate against ONNX
+    #    Runtime, and only then write the artifact folder (model.so + metadata.json)
     result = tp.compile(prepared, "v2.tvm")
 
     #    GPU targets: compile also runs the device checks (nvcc; clang, PoCL build, PoCL numerics);

@@ -10,6 +10,7 @@ compile never leaves a half-written artifact.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -87,7 +88,7 @@ class LocalRunner:
         self._tvm = tvm
         self.device = tvm.cpu()
         try:
-            lib = tvm.runtime.load_module(str(artifact.library))
+            lib = tvm.runtime.load_module(str(_loadable_path(artifact.library)))
         except Exception as err:
             raise InputFileError(f"Cannot load the compiled library {artifact.library}: "
                                  f"{str(err).strip().splitlines()[-1] if str(err).strip() else err}",
@@ -105,6 +106,28 @@ class LocalRunner:
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return flatten_outputs(self.run_device(self.to_device(feeds)))
+
+
+@functools.cache
+def _copies_dir() -> Path:
+    """This process's folder of library copies (see ``_loadable_path``)."""
+    return Path(tempfile.mkdtemp(prefix="tvm-pipeline-libs-"))
+
+
+def _loadable_path(library: Path) -> Path:
+    """A path under which the dynamic loader sees this version of ``library``.
+
+    The loader keeps one copy of a library per path name for the whole process: re-compiling an
+    artifact to the same folder and loading it again in the same process would silently run the
+    first build. Each version (inode, size, modification time) is loaded from its own copy in a
+    per-process folder; an unchanged library keeps its name, hence its already-loaded copy."""
+    stat = library.stat()
+    copy = _copies_dir() / f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}-{library.name}"
+    if not copy.exists():
+        staging = copy.with_suffix(".partial")
+        shutil.copyfile(library, staging)
+        os.replace(staging, copy)
+    return copy
 
 
 def flatten_outputs(result) -> list[np.ndarray]:
