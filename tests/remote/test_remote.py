@@ -128,13 +128,15 @@ def test_unreachable_device_fails_fast(cli, rpi4_artifact):
 
 def test_remote_tuning_measures_on_every_device_of_the_key(cli, small_v2, farm, tmp_path,
                                                             request):
-    """A 2-trial MetaSchedule run through the tracker: the two devices measure at once."""
+    """A 4-trial MetaSchedule run through the tracker: the two devices measure at once. (The first
+    task, the input's layout transpose, has a single candidate; the next batch has three.)"""
     loads_before = [farm.log(p).count("tvm_tmp_mod.so") for p in farm.ports]
     res = cli("tune", small_v2, "--target", "rpi4", "--tracker", farm.tracker, "--key", KEY,
-              "--trials", 2, "--trials-per-iter", 2, "--logs", tmp_path, "--json")
+              "--trials", 4, "--trials-per-iter", 4, "--logs", tmp_path, "--json")
     assert res.code == 0, res.err
     result = json.loads(res.out)
-    assert result["trials"] == 2 and result["records_after"] - result["records_before"] == 2
+    assert result["trials"] >= 4
+    assert result["records_after"] - result["records_before"] == result["trials"]
     records = [json.loads(line) for line in
                (tmp_path / "rpi4" / "database_tuning_record.json").read_text().splitlines()]
     secs = [float(s) for rec in records for s in rec[1][1]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,10 +72,11 @@ def test_tune_killed_then_resumed_keeps_every_record(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     progress = stderr.read_text()
-    assert "trials 4/" in progress and "best estimated latency" in progress  # live display
+    # live display (the first batch may be the input transpose, whose space has one candidate)
+    assert re.search(r"trials [1-4]/", progress) and "best estimated latency" in progress
     db.repair(records.parent)
     killed_with = db.count_records(records.parent)
-    assert killed_with >= 4
+    assert killed_with >= 1
 
     # resume: a wall-clock budget of 1 s stops after the first batch, records only grow
     res = subprocess.run(_tune_cmd(model, logs, "--trials", "400", "--trials-per-task", "100",
@@ -87,7 +89,11 @@ def test_tune_killed_then_resumed_keeps_every_record(tmp_path):
     done_before = sum(t["trials"] for t in out["per_task"]) - out["trials"]
     assert done_before == killed_with  # the per-task budget counts what the database holds
 
-    # a per-task budget already met: nothing to do
+    # every task to 4 trials (the layout transposes have a single candidate each), then a per-task
+    # budget already met: nothing to do
+    res = subprocess.run(_tune_cmd(model, logs, "--trials", "400", "--trials-per-task", "4"),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
     res = subprocess.run(_tune_cmd(model, logs, "--trials", "10", "--trials-per-task", "1", "--json"),
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and json.loads(res.stdout)["stopped_by"] == "nothing-to-do"
@@ -108,9 +114,11 @@ def test_tune_killed_then_resumed_keeps_every_record(tmp_path):
     distilled = json.loads(res.stdout)
     assert distilled["records_after"] < distilled["records_before"] and distilled["verified"] >= 1
     assert distilled["bytes_after"] < distilled["bytes_before"]
-    res = subprocess.run(_tune_cmd(model, logs, "--trials", "10", "--trials-per-task", "4", "--json"),
+    res = subprocess.run(_tune_cmd(model, logs, "--trials", "1", "--trials-per-task", "4", "--json"),
                          capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0 and json.loads(res.stdout)["stopped_by"] == "nothing-to-do"
+    assert res.returncode == 0, res.stderr
+    todo = json.loads(res.stdout)["per_task"]    # tasks still under budget: only 1-candidate ones
+    assert all("conv" not in t["name"] for t in todo), todo
 
     # the same network at another size has no records: its kernels borrow the tuned schedules of
     # the 16x16 ones instead of running naive, and the build still validates
@@ -145,4 +153,4 @@ def test_ctrl_c_stops_cleanly_and_keeps_records(tmp_path):
     assert "stopping after the batch in flight" in stderr.read_text()
     assert "Traceback" not in stderr.read_text()
     kept = db.count_records(logs / "x86-avx512")
-    assert kept >= 4 and f"holds {kept} records" in out
+    assert kept >= 1 and f"holds {kept} records" in out
