@@ -15,7 +15,6 @@ Writes OUT/mobilenets-TARGET.md and .json. Ratios are against ONNX Runtime measu
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -26,6 +25,7 @@ from tvm_pipeline.stages.bench import BenchOptions
 from tvm_pipeline.targets import physical_cores
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
 from peak import peak_gflops  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -73,12 +73,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--target", default=None)
     parser.add_argument("--logs", default=None, help="tuning-log root (default: the shipped one)")
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--work", default="bench/work")
+    add_output_args(parser)
     args = parser.parse_args()
-    out, work = Path(args.out), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+    out, work = output_dirs(args)
     peak = peak_gflops(physical_cores())
     rows = [run_one(arch, args.target, work, args.runs, args.logs) for arch in args.archs]
     for row in rows:
@@ -90,9 +87,7 @@ def main() -> int:
             f"FP32 {peak:.0f} GFLOP/s (SGEMM, {physical_cores()} threads, same run)\n\n"
             + table(rows) + "\n")
     target = rows[0]["target"]
-    (out / f"mobilenets-{target}.md").write_text(text)
-    (out / f"mobilenets-{target}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print(text)
+    write_results(out, f"mobilenets-{target}", text, rows)
     return 0
 
 

@@ -28,6 +28,9 @@ import tvm_pipeline as tp
 from tvm_pipeline import database as db
 from tvm_pipeline.stages.bench import BenchOptions
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
+
 
 def prefix_root(folder: Path, records: int, into: Path) -> Path:
     """A log root whose target database holds the first ``records`` records of ``folder``."""
@@ -84,12 +87,9 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true",
                         help="skip tuning: build and time the checkpoints of the last run's timeline "
                              "(WORK/convergence-ARCH-TARGET-timeline.json; pass the same --logs)")
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--work", default="bench/work")
+    add_output_args(parser)
     args = parser.parse_args()
-    out, work = Path(args.out), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+    out, work = output_dirs(args)
     logs = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="convergence-logs-"))
 
     spec = tp.MobileNetSpec(args.arch, 1.0, 224)
@@ -154,13 +154,10 @@ def main() -> int:
     lines += ["", f"Shipped logs: {shipped['tvm_ms']:.2f} ms ({shipped['kernels_tuned']}/"
                   f"{shipped['kernels_total']} kernels tuned); ONNX Runtime: {ort_ms:.2f} ms."]
     text = "\n".join(lines) + "\n"
-    (out / f"{name}.md").write_text(text)
-    (out / f"{name}.json").write_text(json.dumps({"rows": rows, "shipped": shipped,
-                                                   "timeline": timeline, "tune": tune_summary},
-                                                  indent=2) + "\n")
     plot(rows, shipped["tvm_ms"], ort_ms, f"{spec.name} on {prepared.target.name}",
          out / f"{name}.png")
-    print(text)
+    write_results(out, name, text, {"rows": rows, "shipped": shipped, "timeline": timeline,
+                                    "tune": tune_summary})
     return 0
 
 

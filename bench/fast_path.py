@@ -19,7 +19,6 @@ same run. Writes OUT/fast-path-MODEL-TARGET.md and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -28,6 +27,9 @@ from pathlib import Path
 import tvm_pipeline as tp
 from tvm_pipeline.stages.bench import BenchOptions
 from tvm_pipeline.stages.tune import SEARCH_PRESETS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def measure(prepared, path: Path, options: tp.CompileOptions, runs: int) -> dict:
@@ -50,12 +52,9 @@ def main() -> int:
     parser.add_argument("--target", default=None)
     parser.add_argument("--own-minutes", type=float, default=0.0)
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--work", default="bench/work")
+    add_output_args(parser)
     args = parser.parse_args()
-    out, work = Path(args.out), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+    out, work = output_dirs(args)
     spec = tp.MobileNetSpec(args.arch, args.alpha, args.resolution)
     onnx_path = work / f"{spec.name}.onnx"
     tp.export_mobilenet(spec, onnx_path)
@@ -88,9 +87,7 @@ def main() -> int:
                      f"{r['compile_s']} | {r['ms']:.2f} | {r['ms'] / ort:.2f}x | {versus} |")
     text = "\n".join(lines) + "\n"
     name = f"fast-path-{spec.name}-{prepared.target.name}"
-    (out / f"{name}.md").write_text(text)
-    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print(text)
+    write_results(out, name, text, rows)
     return 0
 
 

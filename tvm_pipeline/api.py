@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .stages.bench import BenchOptions, BenchResult
     from .stages.build import BuildResult
     from .stages.check import CheckOptions, CheckReport
+    from .stages.distill import DistillResult
     from .stages.prepare import PreparedModule
     from .stages.tune import TuneOptions, TuneProgress, TuneResult
     from .stages.validate import ValidateOptions, ValidationReport

@@ -162,11 +162,6 @@ def open_json_database(folder: Path, *, create: bool = False):
                           hint="Move the folder aside and re-tune, or restore it from git.") from err
 
 
-def open_for_apply(folders: list[Path]):
-    """One database holding every record of ``folders`` (best record wins on lookup)."""
-    return union([open_json_database(folder) for folder in folders])
-
-
 def union(databases: list):
     """One database over ``databases`` (an empty one for none)."""
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel

@@ -13,7 +13,7 @@ stops the run before that batch reaches the database, and the tune stage reports
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms

@@ -33,8 +33,7 @@ class Reference:
 
     @staticmethod
     def of(workload, target) -> "Reference":
-        args = seeded_arguments(workload)
-        after = run_kernel(workload, target, args)
+        args, after = reference_run(workload, target)
         handle, path = tempfile.mkstemp(prefix="tvm-pipeline-ref-", suffix=".npz")
         os.close(handle)
         np.savez(path, **{f"in_{i}": a for i, a in enumerate(args)},
@@ -98,10 +97,15 @@ def deviation(got: list[np.ndarray], want: list[np.ndarray]) -> float:
     return worst
 
 
+def reference_run(workload, target) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """In-process: seeded arguments, and the unscheduled ``workload``'s results on them."""
+    args = seeded_arguments(workload)
+    return args, run_kernel(workload, target, [a.copy() for a in args])
+
+
 def schedule_deviation(workload, scheduled, target) -> float:
     """In-process: the deviation of ``scheduled`` from the unscheduled ``workload`` (<= 1: correct)."""
-    args = seeded_arguments(workload)
-    want = run_kernel(workload, target, [a.copy() for a in args])
+    args, want = reference_run(workload, target)
     return deviation(run_kernel(scheduled, target, args), want)
 
 
