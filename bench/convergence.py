@@ -2,7 +2,8 @@
 """Benchmark: tuning convergence. Latency of the whole model vs tuning wall time, from an empty
 database, on this machine.
 
-    .venv/bin/python bench/convergence.py [--arch v2] [--minutes 30] [--logs DIR] [--out bench/results]
+    .venv/bin/python bench/convergence.py [--arch v2] [--minutes 30] [--logs DIR] [--borrow]
+        [--out bench/results]
 
 1. Tune MobileNet ARCH 1.0-224 for the target for at most MINUTES, recording after every measured
    batch the wall time and how many records the database holds (``tp.tune``'s progress callback).
@@ -10,7 +11,10 @@ database, on this machine.
    root whose target database has no record of this model's kernels is just as empty for it).
 2. For each checkpoint (minutes), build the model from the records written by then (a prefix of the
    record file; the shipped logs are left out), validate it against ONNX Runtime, and time it
-   (median of ``--runs`` after warm-up). Also time ONNX Runtime and the build from the shipped logs.
+   (median of ``--runs`` after warm-up): kernels not tuned yet stay naive, so this is the tuning
+   curve itself. With ``--borrow``, also build as ``compile`` does by default (kernels not tuned
+   yet borrow the schedules of similar tuned ones): what a user gets at that point. Also time ONNX
+   Runtime and the build from the shipped logs.
 3. Write OUT/convergence-ARCH-TARGET.md (table), .json, and .png (latency vs wall time).
 """
 
@@ -51,6 +55,7 @@ def timed_build(prepared, path: Path, options: tp.CompileOptions, runs: int) -> 
     return {"tvm_ms": result.tvm.median_ms, "ort_ms": result.ort.median_ms,
             "kernels_tuned": len(compiled.build.tuned_kernels),
             "kernels_total": compiled.build.kernels_total,
+            "kernels_borrowed": len(compiled.build.borrowed_kernels),
             "max_abs_err": compiled.validation.outputs[0].max_abs}
 
 
@@ -61,7 +66,12 @@ def plot(rows: list[dict], shipped_ms: float, ort_ms: float, title: str, path: P
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot([r["minutes"] for r in rows], [r["tvm_ms"] for r in rows], "o-", label="TVM, tuned so far")
+    ax.plot([r["minutes"] for r in rows], [r["tvm_ms"] for r in rows], "o-",
+            label="TVM, tuned kernels so far (others naive)")
+    if any("borrow_ms" in r for r in rows):
+        ax.plot([r["minutes"] for r in rows if "borrow_ms" in r],
+                [r["borrow_ms"] for r in rows if "borrow_ms" in r], "s-", color="tab:purple",
+                label="TVM as compile builds it (others borrow)")
     ax.axhline(shipped_ms, color="tab:green", ls="--", label=f"shipped logs ({shipped_ms:.1f} ms)")
     ax.axhline(ort_ms, color="tab:red", ls=":", label=f"ONNX Runtime ({ort_ms:.1f} ms)")
     ax.set_yscale("log")
@@ -84,6 +94,8 @@ def main() -> int:
                         help="minutes at which the model is built and timed")
     parser.add_argument("--logs", default=None, help="tuning-log root (default: a fresh empty one)")
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--borrow", action="store_true",
+                        help="also build each checkpoint with borrowed schedules (compile's default)")
     parser.add_argument("--resume", action="store_true",
                         help="skip tuning: build and time the checkpoints of the last run's timeline "
                              "(WORK/convergence-ARCH-TARGET-timeline.json; pass the same --logs)")
@@ -132,7 +144,14 @@ def main() -> int:
             root = prefix_root(folder, records, Path(tmp))
             row = timed_build(prepared, work / f"{spec.name}-conv.tvm",
                               tp.CompileOptions(logs=str(root), shipped_logs=False,
-                                                                borrow=False), args.runs)
+                                                borrow=False), args.runs)
+            if args.borrow and row["kernels_tuned"] < row["kernels_total"]:
+                borrowed = timed_build(prepared, work / f"{spec.name}-conv.tvm",
+                                       tp.CompileOptions(logs=str(root), shipped_logs=False),
+                                       args.runs)
+                row.update(borrow_ms=borrowed["tvm_ms"], kernels_borrowed=borrowed["kernels_borrowed"])
+            elif args.borrow:
+                row.update(borrow_ms=row["tvm_ms"], kernels_borrowed=0)
         row.update(minutes=round(min(minutes, seconds / 60), 2), records=records - start_records)
         rows.append(row)
         print(f"{row['minutes']:6.2f} min: {row['records']} trials, {row['tvm_ms']:.2f} ms "
@@ -145,12 +164,18 @@ def main() -> int:
              f"for up to {args.minutes:g} min ({trials} trials in {seconds:.0f} s, "
              f"{trials / seconds:.2f} trials/s, stopped by {tune_summary['stopped_by']}); "
              f"median of {args.runs} runs per build; {time.strftime('%Y-%m-%d %H:%M')}", "",
-             "| wall time (min) | trials | kernels tuned | latency ms | vs shipped logs | vs ORT |",
-             "|---|---|---|---|---|---|"]
+             "| wall time (min) | trials | kernels tuned | latency ms (others naive) | vs shipped logs "
+             "| vs ORT |" + (" compile default: others borrow, ms | kernels borrowed | vs shipped |"
+                             if args.borrow else ""),
+             "|---|---|---|---|---|---|" + ("---|---|---|" if args.borrow else "")]
     for r in rows:
-        lines.append(f"| {r['minutes']:.1f} | {r['records']} | {r['kernels_tuned']}/{r['kernels_total']} "
-                     f"| {r['tvm_ms']:.2f} | {r['tvm_ms'] / shipped['tvm_ms']:.2f}x | "
-                     f"{r['tvm_ms'] / ort_ms:.2f}x |")
+        line = (f"| {r['minutes']:.1f} | {r['records']} | {r['kernels_tuned']}/{r['kernels_total']} "
+                f"| {r['tvm_ms']:.2f} | {r['tvm_ms'] / shipped['tvm_ms']:.2f}x | "
+                f"{r['tvm_ms'] / ort_ms:.2f}x |")
+        if "borrow_ms" in r:
+            line += (f" {r['borrow_ms']:.2f} | {r['kernels_borrowed']} | "
+                     f"{r['borrow_ms'] / shipped['tvm_ms']:.2f}x |")
+        lines.append(line)
     lines += ["", f"Shipped logs: {shipped['tvm_ms']:.2f} ms ({shipped['kernels_tuned']}/"
                   f"{shipped['kernels_total']} kernels tuned); ONNX Runtime: {ort_ms:.2f} ms."]
     text = "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import InputFileError, UsageError
 from .stages.load import LoadedModel, load
@@ -48,13 +48,15 @@ def tune(prepared: "PreparedModule", options: "TuneOptions | None" = None,
 
 
 def distill(target: TargetSpec | str | None = None, logs: str | None = None, keep: int = 1,
-            check: bool = True) -> "DistillResult":
-    """Shrink the target's writable tuning database to its best verified records per workload."""
+            check: bool = True, merge: Sequence[str] = ()) -> "DistillResult":
+    """Shrink the target's writable tuning database to its best verified records per workload,
+    after merging in the target's databases under the tuning-log roots ``merge``."""
     from . import database as db  # pylint: disable=import-outside-toplevel
     from .stages.distill import distill as _distill  # pylint: disable=import-outside-toplevel
 
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
-    return _distill(db.writable_root(logs) / spec.name, spec, keep, check)
+    return _distill(db.writable_root(logs) / spec.name, spec, keep, check,
+                    [Path(root) / spec.name for root in merge])
 
 
 @dataclass(frozen=True)

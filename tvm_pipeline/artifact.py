@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputFileError, UsageError
+from .targets import use_physical_cores
 
 FORMAT = "tvm-pipeline-artifact"
 FORMAT_VERSION = 1
@@ -86,6 +87,7 @@ class LocalRunner:
         from tvm import relax  # pylint: disable=import-outside-toplevel
 
         self._tvm = tvm
+        self.threads = use_physical_cores()
         self.device = tvm.cpu()
         try:
             lib = tvm.runtime.load_module(str(_loadable_path(artifact.library)))

@@ -24,6 +24,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .errors import TuningError
 from .resources import data_dir
@@ -135,6 +136,59 @@ def read_trials(folder: Path) -> dict[str, int]:
 
 def write_trials(folder: Path, trials: dict[str, int]) -> None:
     atomic_write_text(folder / TRIALS_FILE, json.dumps(dict(sorted(trials.items())), indent=0) + "\n")
+
+
+def _lines(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.exists() else []
+
+
+def merge(into: Path, sources: Sequence[Path]) -> int:
+    """Append the tuning records (and distilled trial counts) of the databases in ``sources`` to
+    the one in ``into``; return how many records were added. Every source is checked before
+    anything is written. Workloads are matched by their JSON line (structural hash and TIR); new
+    ones are appended, and records are re-pointed at ``into``'s line numbers. The workload file is
+    written before the record file, each atomically: an interrupted merge leaves at most unused
+    workload lines."""
+    for source in sources:
+        if into.resolve() == source.resolve():
+            raise TuningError(f"Cannot merge the tuning database in {into} into itself.",
+                              hint="--merge takes another tuning-log root.")
+        if not (source / WORKLOAD_FILE).exists():
+            raise TuningError(f"No tuning database in {source} (no {WORKLOAD_FILE}) to merge.",
+                              hint="Pass the root that tune wrote to (its --logs); the target's "
+                                   "folder inside it is used.")
+    added = 0
+    for source in sources:
+        added += _merge_one(into, source)
+    return added
+
+
+def _merge_one(into: Path, source: Path) -> int:
+    repair(source)
+    into.mkdir(parents=True, exist_ok=True)
+    repair(into)
+    ours = _lines(into / WORKLOAD_FILE)
+    index_of = {json.dumps(w, sort_keys=True): i for i, w in enumerate(ours)}
+    mapping = {}
+    for i, workload in enumerate(_lines(source / WORKLOAD_FILE)):
+        key = json.dumps(workload, sort_keys=True)
+        if key not in index_of:
+            index_of[key] = len(ours)
+            ours.append(workload)
+        mapping[i] = index_of[key]
+    records = [[mapping[i], record] for i, record in _lines(source / RECORD_FILE)]
+    atomic_write_text(into / WORKLOAD_FILE,
+                      "".join(json.dumps(w, separators=(",", ":")) + "\n" for w in ours))
+    existing = (into / RECORD_FILE).read_text() if (into / RECORD_FILE).exists() else ""
+    atomic_write_text(into / RECORD_FILE, existing + "".join(
+        json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    trials = read_trials(into)
+    for shash, count in read_trials(source).items():
+        trials[shash] = trials.get(shash, 0) + count
+    if trials:
+        write_trials(into, trials)
+    return len(records)
 
 
 def count_records(folder: Path) -> int:

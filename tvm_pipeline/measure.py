@@ -22,7 +22,7 @@ from tvm.support.popen_pool import PopenPoolExecutor
 from .builders import PersistentLocalBuilder
 from .errors import RemoteError, UsageError
 from .remote import RemoteOptions, find_devices, parse_address
-from .targets import TargetSpec, physical_cores
+from .targets import TargetSpec, physical_cores, use_physical_cores
 from .toolchains import toolchain_for
 
 
@@ -82,6 +82,7 @@ def local(build_timeout_s: float, run_timeout_s: float, target=None) -> Measurem
     """Build and time here; with ``target`` (a tvm Target this machine runs), every candidate that
     would become the best of its task is first checked against the unscheduled kernel."""
     builder = PersistentLocalBuilder(physical_cores(), build_timeout_s)
+    use_physical_cores()      # candidates are timed on as many threads as the built model runs on
     runner = ms.runner.LocalRunner(timeout_sec=run_timeout_s, evaluator_config=LOCAL_EVALUATOR)
     guard = None
     if target is not None:

@@ -90,6 +90,20 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+THREADS_ENV = "TVM_NUM_THREADS"
+
+
+def use_physical_cores() -> int:
+    """Size TVM's runtime thread pool to this machine's physical cores (unless ``TVM_NUM_THREADS``
+    is set: the user's choice wins) and return the size. TVM's own default on x86 is half the
+    logical CPUs, assuming hyper-threading: one thread on a 2-core VM, while ONNX Runtime and the
+    tuned schedules (``num-cores``) use both. The pool's size is fixed at its first use in a
+    process, so this runs before any module loads; the environment also reaches the worker
+    processes that MetaSchedule's runner starts later."""
+    os.environ.setdefault(THREADS_ENV, str(physical_cores()))
+    return int(os.environ[THREADS_ENV])
+
+
 def load_target_file(path: Path) -> TargetSpec:
     try:
         raw = json.loads(path.read_text())

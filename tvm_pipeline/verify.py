@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .targets import use_physical_cores
+
 RTOL = 1e-3          # relative to the largest magnitude of each compared argument
 ATOL = 1e-5
 
@@ -74,6 +76,7 @@ def run_kernel(mod, target, args: list[np.ndarray]) -> list[np.ndarray]:
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.driver import build as tvm_build  # pylint: disable=import-outside-toplevel
 
+    use_physical_cores()
     func = _main(mod).with_attr("global_symbol", "main")
     lib = tvm_build(tvm.IRModule({"main": func}), target=target)
     dev = tvm.cpu()

@@ -18,6 +18,9 @@ def register(sub) -> None:
     parser.add_argument("--no-verify", action="store_true",
                         help="keep the fastest records without checking them against the "
                              "unscheduled kernels (checks need a target this machine runs)")
+    parser.add_argument("--merge", action="append", default=[], metavar="ROOT",
+                        help="first append the records of this tuning-log root's database for the "
+                             "target (what tune --logs ROOT wrote); repeatable")
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -27,11 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.keep < 1:
         raise UsageError(f"--keep must be >= 1 (got {args.keep}).")
-    result = distill(args.target, args.logs, args.keep, not args.no_verify)
+    result = distill(args.target, args.logs, args.keep, not args.no_verify, args.merge)
     if args.json:
         common.emit_json(result.to_dict())
         return 0
     mb = 1024 * 1024
+    if result.merged:
+        print(f"merged {result.merged} records from {', '.join(args.merge)}")
     print(f"{result.folder}: {result.records_before} -> {result.records_after} records over "
           f"{result.workloads} kernels, {result.bytes_before / mb:.1f} MB -> "
           f"{result.bytes_after / mb:.1f} MB; {result.verified} kept records verified against the "

@@ -3,6 +3,8 @@
 A tuning run appends every measured candidate (64 per task per run): megabytes of records that a
 build never reads, since it applies the best record of each workload. ``distill``:
 
+* first appends the records of other databases of the same target (``merge``: say a run tuned
+  into a scratch root, or on another machine of the same kind), so the best of all of them is kept;
 * keeps, per workload, the ``keep`` fastest records whose schedules are verified on this machine
   against the unscheduled kernel (``verify``; skipped with a note for targets this machine cannot
   run); a record that fails is dropped and the next one is tried;
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from .. import database as db
 from ..errors import TuningError
@@ -35,12 +38,14 @@ class DistillResult:
     verified: int                       # kept records checked against the unscheduled kernel
     rejected: list[str] = field(default_factory=list)   # records dropped as wrong
     note: str | None = None             # why verification was skipped
+    merged: int = 0                     # records appended from the merged databases
 
     def to_dict(self) -> dict:
         return {"database": str(self.folder), "workloads": self.workloads,
                 "records_before": self.records_before, "records_after": self.records_after,
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
-                "verified": self.verified, "rejected": self.rejected, "note": self.note}
+                "verified": self.verified, "rejected": self.rejected, "note": self.note,
+                "merged": self.merged}
 
 
 def _mean(record_json) -> float | None:
@@ -72,9 +77,12 @@ class _Verifier:
         return verify.schedule_deviation(workload.mod, sch.mod, self.target)
 
 
-def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True) -> DistillResult:
-    """Rewrite ``folder``'s record file with the best ``keep`` verified records per workload."""
+def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True,
+            merge: Sequence[Path] = ()) -> DistillResult:
+    """Rewrite ``folder``'s record file with the best ``keep`` verified records per workload, after
+    appending the records of the database folders in ``merge``."""
     workload_path, record_path = folder / db.WORKLOAD_FILE, folder / db.RECORD_FILE
+    merged = db.merge(folder, merge) if merge else 0
     if not workload_path.exists():
         raise TuningError(f"No tuning database in {folder} (no {db.WORKLOAD_FILE}).",
                           hint="Tune a model for this target first: tvm-pipeline tune MODEL --target "
@@ -114,4 +122,4 @@ def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True) -
     db.write_trials(folder, trials)
     return DistillResult(folder, len(workloads), len(lines), len(kept_lines), bytes_before,
                          workload_path.stat().st_size + record_path.stat().st_size, verified,
-                         rejected, note)
+                         rejected, note, merged)

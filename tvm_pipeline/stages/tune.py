@@ -34,7 +34,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from .. import database as db
-from .. import measure
+from .. import intrinsics, measure
 from ..errors import TuningError
 from .prepare import PreparedModule
 
@@ -304,6 +304,7 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     per_task = max(remaining)
     work_dir = folder / "logs"
     # MetaSchedule's log set-up binds a console handler to sys.stdout; keep stdout for results.
+    intrinsics.register_for(target.kind.name, prepared.target.arch)
     with contextlib.redirect_stdout(sys.stderr):
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(work_dir), seed=options.seed,
