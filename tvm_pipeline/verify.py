@@ -73,6 +73,13 @@ def seeded_arguments(mod, seed: int = 0) -> list[np.ndarray]:
 
 def run_kernel(mod, target, args: list[np.ndarray]) -> list[np.ndarray]:
     """Build ``mod`` for ``target`` (keeping any weight-layout rewrite inside) and run it here."""
+    return run_kernel_timed(mod, target, args, timed=False)[0]
+
+
+def run_kernel_timed(mod, target, args: list[np.ndarray],
+                     timed: bool = True) -> tuple[list[np.ndarray], float]:
+    """``run_kernel``, then (``timed``) the kernel's mean time in seconds over 2 repeats of at least
+    10 ms each, on the same arguments (nan when not timed)."""
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.driver import build as tvm_build  # pylint: disable=import-outside-toplevel
 
@@ -82,7 +89,11 @@ def run_kernel(mod, target, args: list[np.ndarray]) -> list[np.ndarray]:
     dev = tvm.cpu()
     tensors = [tvm.runtime.tensor(a, dev) for a in args]
     lib["main"](*tensors)
-    return [t.numpy() for t in tensors]
+    outputs = [t.numpy() for t in tensors]
+    if not timed:
+        return outputs, float("nan")
+    evaluator = lib.time_evaluator("main", dev, number=1, repeat=2, min_repeat_ms=10)
+    return outputs, float(evaluator(*tensors).mean)
 
 
 def deviation(got: list[np.ndarray], want: list[np.ndarray]) -> float:
