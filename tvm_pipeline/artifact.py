@@ -87,7 +87,7 @@ class LocalRunner:
         from tvm import relax  # pylint: disable=import-outside-toplevel
 
         self._tvm = tvm
-        self.threads = use_physical_cores()
+        use_physical_cores()
         self.device = tvm.cpu()
         try:
             lib = tvm.runtime.load_module(str(_loadable_path(artifact.library)))

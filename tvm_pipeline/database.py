@@ -138,7 +138,8 @@ def write_trials(folder: Path, trials: dict[str, int]) -> None:
     atomic_write_text(folder / TRIALS_FILE, json.dumps(dict(sorted(trials.items())), indent=0) + "\n")
 
 
-def _lines(path: Path) -> list:
+def read_json_lines(path: Path) -> list:
+    """The parsed lines of a JSON-lines file (none when it does not exist)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
         if path.exists() else []
 
@@ -168,16 +169,16 @@ def _merge_one(into: Path, source: Path) -> int:
     repair(source)
     into.mkdir(parents=True, exist_ok=True)
     repair(into)
-    ours = _lines(into / WORKLOAD_FILE)
+    ours = read_json_lines(into / WORKLOAD_FILE)
     index_of = {json.dumps(w, sort_keys=True): i for i, w in enumerate(ours)}
     mapping = {}
-    for i, workload in enumerate(_lines(source / WORKLOAD_FILE)):
+    for i, workload in enumerate(read_json_lines(source / WORKLOAD_FILE)):
         key = json.dumps(workload, sort_keys=True)
         if key not in index_of:
             index_of[key] = len(ours)
             ours.append(workload)
         mapping[i] = index_of[key]
-    records = [[mapping[i], record] for i, record in _lines(source / RECORD_FILE)]
+    records = [[mapping[i], record] for i, record in read_json_lines(source / RECORD_FILE)]
     atomic_write_text(into / WORKLOAD_FILE,
                       "".join(json.dumps(w, separators=(",", ":")) + "\n" for w in ours))
     existing = (into / RECORD_FILE).read_text() if (into / RECORD_FILE).exists() else ""

@@ -88,9 +88,8 @@ def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True,
                           hint="Tune a model for this target first: tvm-pipeline tune MODEL --target "
                                f"{spec.name}.")
     db.repair(folder)
-    workloads = [json.loads(line) for line in workload_path.read_text().splitlines() if line.strip()]
-    lines = [json.loads(line) for line in record_path.read_text().splitlines() if line.strip()] \
-        if record_path.exists() else []
+    workloads = db.read_json_lines(workload_path)
+    lines = db.read_json_lines(record_path)
     by_workload: dict[int, list] = {}
     for index, record_json in lines:
         by_workload.setdefault(index, []).append(record_json)
