@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import tvm_pipeline as tp
-from tvm_pipeline.remote import RemoteOptions
-from tvm_pipeline.stages.bench import BenchOptions
-from tvm_pipeline.stages.validate import ValidateOptions
+from tvm_pipeline.run.remote import RemoteOptions
+from tvm_pipeline.run.bench import BenchOptions
+from tvm_pipeline.run.validate import ValidateOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import tvm_pipeline as tp
-from tvm_pipeline import database as db
-from tvm_pipeline.stages.bench import BenchOptions
+from tvm_pipeline.tuning import database as db
+from tvm_pipeline.run.bench import BenchOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
@@ -187,7 +187,7 @@ def main() -> int:
 
 
 def _fast_search():
-    from tvm_pipeline.stages.tune import SEARCH_PRESETS  # pylint: disable=import-outside-toplevel
+    from tvm_pipeline.tuning.tune import SEARCH_PRESETS  # pylint: disable=import-outside-toplevel
 
     return SEARCH_PRESETS["fast"]
 

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import tvm_pipeline as tp
-from tvm_pipeline.stages.bench import BenchOptions
-from tvm_pipeline.stages.tune import SEARCH_PRESETS
+from tvm_pipeline.run.bench import BenchOptions
+from tvm_pipeline.tuning.tune import SEARCH_PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position

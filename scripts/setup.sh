@@ -29,8 +29,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3.11-venv; "$PY" -m venv .venv; }
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true   # optional; the index warnings are noise
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
-.venv/bin/python -m pip install -q -e "$spec" 2>&1 | grep -v "^WARNING: Location" || true
+# pip's own exit status decides: its chatter (this machine's index warnings) is shown only on failure.
+log="$(mktemp)"
+if ! .venv/bin/python -m pip install -q -e "$spec" >"$log" 2>&1; then
+  cat "$log" >&2; rm -f "$log"
+  echo "setup: pip install -e '$spec' failed (its output above)" >&2; exit 1
+fi
+rm -f "$log"
 .venv/bin/python -c "import tvm, tvm_pipeline; print('setup: tvm', tvm.__version__, 'ready in .venv')"

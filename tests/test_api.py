@@ -13,10 +13,10 @@ from PIL import Image
 
 from conftest import exported_style_model, make_model
 from tvm_pipeline.api import CompileOptions, bench, classify, compile as compile_model, prepare, validate
-from tvm_pipeline.artifact import load_artifact
+from tvm_pipeline.run.artifact import load_artifact
 from tvm_pipeline.errors import InputFileError, ModelError, UsageError, ValidationError
-from tvm_pipeline.stages.bench import BenchOptions
-from tvm_pipeline.stages.validate import Tolerances, ValidateOptions
+from tvm_pipeline.run.bench import BenchOptions
+from tvm_pipeline.run.validate import Tolerances, ValidateOptions
 
 
 def test_prepare_fuses_conv_bias_activation(small_v2):
@@ -63,7 +63,7 @@ def test_unsupported_operators_listed_at_once(tmp_path):
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     path = tmp_path / "unsupported.onnx"
     onnx.save(model, path)
-    from tvm_pipeline.stages.prepare import check_operators
+    from tvm_pipeline.lowering.prepare import check_operators
 
     with pytest.raises(ModelError) as err:
         check_operators(model, str(path))
@@ -114,7 +114,7 @@ def test_load_artifact_errors(tmp_path):
 
 def test_package_verbs_are_not_shadowed_by_stage_modules():
     import tvm_pipeline as tp
-    import tvm_pipeline.stages.bench, tvm_pipeline.stages.tune  # noqa: F401  (imported on purpose)
+    import tvm_pipeline.run.bench, tvm_pipeline.tuning.tune  # noqa: F401  (imported on purpose)
 
     for verb in ("load", "prepare", "tune", "compile", "validate", "bench", "classify"):
         assert callable(getattr(tp, verb)), verb

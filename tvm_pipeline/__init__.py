@@ -47,20 +47,20 @@ the CLI maps them to exit codes in one place (``tvm_pipeline.errors``).
 from .api import (CompileOptions, CompileResult, bench, check, classify, compile, distill, prepare,
                   tune, validate)
 from .errors import PipelineError
-from .stages.load import LoadedModel, load
+from .frontend.load import LoadedModel, load
 from .models import MobileNetSpec, build_mobilenet, export_mobilenet
-from .remote import RemoteOptions
-from .targets import TargetSpec, list_targets, resolve_target
+from .run.remote import RemoteOptions
+from .target.spec import TargetSpec, list_targets, resolve_target
 
 
 def __getattr__(name: str):
     """Option types that live next to TVM-importing modules, resolved on first use."""
-    lazy = {"TuneOptions": "tune", "BenchOptions": "bench", "ValidateOptions": "validate",
-            "Tolerances": "validate"}
+    lazy = {"TuneOptions": "tuning.tune", "BenchOptions": "run.bench", "ValidateOptions": "run.validate",
+            "Tolerances": "run.validate"}
     if name in lazy:
         import importlib  # pylint: disable=import-outside-toplevel
 
-        return getattr(importlib.import_module(f".stages.{lazy[name]}", __name__), name)
+        return getattr(importlib.import_module(f".{lazy[name]}", __name__), name)
     raise AttributeError(name)
 
 

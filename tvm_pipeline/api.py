@@ -14,25 +14,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import InputFileError, UsageError
-from .stages.load import LoadedModel, load
-from .targets import TargetSpec, resolve_target
+from .frontend.load import LoadedModel, load
+from .target.spec import TargetSpec, resolve_target
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .artifact import Artifact
-    from .remote import RemoteOptions
-    from .stages.bench import BenchOptions, BenchResult
-    from .stages.build import BuildResult
-    from .stages.check import CheckOptions, CheckReport
-    from .stages.distill import DistillResult
-    from .stages.prepare import PreparedModule
-    from .stages.tune import TuneOptions, TuneProgress, TuneResult
-    from .stages.validate import ValidateOptions, ValidationReport
+    from .run.artifact import Artifact
+    from .run.remote import RemoteOptions
+    from .run.bench import BenchOptions, BenchResult
+    from .codegen.build import BuildResult
+    from .codegen.devicecheck.check import CheckOptions, CheckReport
+    from .tuning.distill import DistillResult
+    from .lowering.prepare import PreparedModule
+    from .tuning.tune import TuneOptions, TuneProgress, TuneResult
+    from .run.validate import ValidateOptions, ValidationReport
 
 
 def prepare(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | None = None,
             input_shapes: dict[str, tuple[int, ...]] | None = None) -> "PreparedModule":
     """Load (if given a path) and import a model into fused Relax for ``target`` (default: host)."""
-    from .stages.prepare import prepare as _prepare  # pylint: disable=import-outside-toplevel
+    from .lowering.prepare import prepare as _prepare  # pylint: disable=import-outside-toplevel
 
     loaded = model if isinstance(model, LoadedModel) else load(model, input_shapes)
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
@@ -42,7 +42,7 @@ def prepare(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | N
 def tune(prepared: "PreparedModule", options: "TuneOptions | None" = None,
          report: "Callable[[TuneProgress], None] | None" = None) -> "TuneResult":
     """Tune the prepared module's kernels into the target's database (resumable)."""
-    from .stages.tune import TuneOptions, tune as _tune  # pylint: disable=import-outside-toplevel
+    from .tuning.tune import TuneOptions, tune as _tune  # pylint: disable=import-outside-toplevel
 
     return _tune(prepared, options or TuneOptions(), report)
 
@@ -51,8 +51,8 @@ def distill(target: TargetSpec | str | None = None, logs: str | None = None, kee
             check: bool = True, merge: Sequence[str] = ()) -> "DistillResult":
     """Shrink the target's writable tuning database to its best verified records per workload,
     after merging in the target's databases under the tuning-log roots ``merge``."""
-    from . import database as db  # pylint: disable=import-outside-toplevel
-    from .stages.distill import distill as _distill  # pylint: disable=import-outside-toplevel
+    from .tuning import database as db  # pylint: disable=import-outside-toplevel
+    from .tuning.distill import distill as _distill  # pylint: disable=import-outside-toplevel
 
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
     return _distill(db.writable_root(logs) / spec.name, spec, keep, check,
@@ -106,7 +106,7 @@ class CheckRun:
 
 def require_device_code(spec: TargetSpec) -> None:
     """``check`` verifies GPU kernels: refuse targets it cannot build or CPU targets, before any work."""
-    from .capabilities import check_target  # pylint: disable=import-outside-toplevel
+    from .target.capabilities import check_target  # pylint: disable=import-outside-toplevel
 
     check_target(spec)
     if spec.device == "cpu":
@@ -118,8 +118,8 @@ def require_device_code(spec: TargetSpec) -> None:
 def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()) -> CheckRun:
     """Build and run the device checks of a GPU target, without linking or writing an artifact
     (so that targets whose host code needs an Android NDK can be verified anywhere)."""
-    from .stages.build import BuildOptions, build  # pylint: disable=import-outside-toplevel
-    from .stages.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
+    from .codegen.build import BuildOptions, build  # pylint: disable=import-outside-toplevel
+    from .codegen.devicecheck.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
 
     require_device_code(prepared.target)
     start = time.perf_counter()
@@ -135,12 +135,12 @@ def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()
 def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: disable=redefined-builtin
             options: CompileOptions = CompileOptions()) -> CompileResult:
     """Build, export, validate against ONNX Runtime, then (and only then) write the artifact."""
-    from .artifact import StagedArtifact  # pylint: disable=import-outside-toplevel
-    from .stages.build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
-    from .stages.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
-    from .stages import validate as val  # pylint: disable=import-outside-toplevel
+    from .run.artifact import StagedArtifact  # pylint: disable=import-outside-toplevel
+    from .codegen.build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
+    from .codegen.devicecheck.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
+    from .run import validate as val  # pylint: disable=import-outside-toplevel
 
-    from .toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
+    from .target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
     start = time.perf_counter()
     toolchain = toolchain_for(prepared.target, options.ndk)   # before the build: fail fast
@@ -189,7 +189,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
 
 def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
     import hashlib  # pylint: disable=import-outside-toplevel
-    from .stages.load import read_onnx  # pylint: disable=import-outside-toplevel
+    from .frontend.load import read_onnx  # pylint: disable=import-outside-toplevel
 
     path = model or artifact.metadata.get("model", {}).get("path")
     if not path:
@@ -212,9 +212,9 @@ def validate(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike 
              remote: "RemoteOptions | None" = None) -> "ValidationReport":
     """Run the artifact (here, or on the ``remote`` device) and ONNX Runtime (here) on the same
     inputs and compare every output."""
-    from .analysis import TensorInfo  # pylint: disable=import-outside-toplevel
-    from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
-    from .stages import validate as val  # pylint: disable=import-outside-toplevel
+    from .frontend.analysis import TensorInfo  # pylint: disable=import-outside-toplevel
+    from .run.artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
+    from .run import validate as val  # pylint: disable=import-outside-toplevel
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     reference = val.ort_runner(_reference_model(art, model))
@@ -228,9 +228,9 @@ def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | N
           with_reference: bool = True, remote: "RemoteOptions | None" = None) -> "BenchResult":
     """Latency of the artifact and of ONNX Runtime, measured in this process run. On a ``remote``
     device the module is timed there; ONNX Runtime (this host) is then left out unless asked."""
-    from .analysis import TensorInfo  # pylint: disable=import-outside-toplevel
-    from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
-    from .stages import bench as bn, validate as val  # pylint: disable=import-outside-toplevel
+    from .frontend.analysis import TensorInfo  # pylint: disable=import-outside-toplevel
+    from .run.artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
+    from .run import bench as bn, validate as val  # pylint: disable=import-outside-toplevel
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     opts = options or bn.BenchOptions()
@@ -242,8 +242,8 @@ def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | N
 
 def classify(artifact: "Artifact | str | os.PathLike", image: str | os.PathLike, k: int = 5):
     """Top-k ImageNet labels of an image with the compiled module (MobileNet preprocessing)."""
-    from .artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
-    from .stages import classify as cls  # pylint: disable=import-outside-toplevel
+    from .run.artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
+    from .run import classify as cls  # pylint: disable=import-outside-toplevel
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     if len(art.inputs) != 1:

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from tvm_pipeline.analysis import analyze
+from tvm_pipeline.frontend.analysis import analyze
 from tvm_pipeline.errors import InputFileError, UsageError
 from tvm_pipeline.models import MobileNetSpec, build_mobilenet, export_mobilenet, make_divisible
 

@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import bench  # pylint: disable=import-outside-toplevel
-    from ..stages.bench import BenchOptions  # pylint: disable=import-outside-toplevel
+    from ..run.bench import BenchOptions  # pylint: disable=import-outside-toplevel
 
     if args.runs < 1 or args.warmup < 0:
         raise UsageError("--runs must be >= 1 and --warmup >= 0.")

@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import CompileOptions, check, prepare, require_device_code  # pylint: disable=import-outside-toplevel
-    from ..targets import resolve_target  # pylint: disable=import-outside-toplevel
+    from ..target.spec import resolve_target  # pylint: disable=import-outside-toplevel
 
     spec = resolve_target(args.target)
     require_device_code(spec)

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import classify  # pylint: disable=import-outside-toplevel
-    from ..stages.classify import format_predictions  # pylint: disable=import-outside-toplevel
+    from ..run.classify import format_predictions  # pylint: disable=import-outside-toplevel
 
     preds = classify(args.artifact, args.image, args.top)
     if args.json:

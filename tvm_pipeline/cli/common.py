@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..stages.load import parse_input_shapes
+from ..frontend.load import parse_input_shapes
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +70,7 @@ def add_remote(parser: argparse.ArgumentParser, server: bool = True) -> None:
 
 
 def remote_options(args: argparse.Namespace):
-    from ..remote import RemoteOptions  # pylint: disable=import-outside-toplevel
+    from ..run.remote import RemoteOptions  # pylint: disable=import-outside-toplevel
 
     return RemoteOptions(rpc=getattr(args, "rpc", None), tracker=args.tracker, key=args.key,
                          timeout_s=args.timeout)
@@ -85,7 +85,7 @@ def add_checks(parser: argparse.ArgumentParser) -> None:
 
 
 def check_options(args: argparse.Namespace):
-    from ..stages.check import CheckOptions  # pylint: disable=import-outside-toplevel
+    from ..codegen.devicecheck.check import CheckOptions  # pylint: disable=import-outside-toplevel
 
     if args.kernel_timeout <= 0:
         from ..errors import UsageError  # pylint: disable=import-outside-toplevel
@@ -96,7 +96,7 @@ def check_options(args: argparse.Namespace):
 
 def validate_options(args: argparse.Namespace):
     from pathlib import Path  # pylint: disable=import-outside-toplevel
-    from ..stages.validate import Tolerances, ValidateOptions  # pylint: disable=import-outside-toplevel
+    from ..run.validate import Tolerances, ValidateOptions  # pylint: disable=import-outside-toplevel
 
     return ValidateOptions(samples=args.samples, seed=args.seed,
                            images=tuple(Path(p) for p in args.image),

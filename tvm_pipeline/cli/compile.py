@@ -31,8 +31,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import CompileOptions, compile as compile_model, prepare  # pylint: disable=import-outside-toplevel
-    from ..targets import resolve_target  # pylint: disable=import-outside-toplevel
-    from ..toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
+    from ..target.spec import resolve_target  # pylint: disable=import-outside-toplevel
+    from ..target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
     target = resolve_target(args.target)
     toolchain_for(target, args.ndk)      # a missing cross compiler or NDK fails before the build

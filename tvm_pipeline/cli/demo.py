@@ -29,7 +29,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     # pylint: disable=import-outside-toplevel
     from ..api import CompileOptions, bench, compile as compile_model, prepare
-    from ..stages.bench import BenchOptions
+    from ..run.bench import BenchOptions
     from ..models import MobileNetSpec, export_mobilenet
 
     work = Path(args.workdir)

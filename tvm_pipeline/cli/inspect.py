@@ -15,10 +15,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import analyze, format_report, model_io  # pylint: disable=import-outside-toplevel
+    from ..frontend.analysis import analyze, format_report, model_io  # pylint: disable=import-outside-toplevel
     from ..errors import ModelError  # pylint: disable=import-outside-toplevel
-    from ..stages.load import load  # pylint: disable=import-outside-toplevel
-    from ..stages.prepare import check_operators  # pylint: disable=import-outside-toplevel
+    from ..frontend.load import load  # pylint: disable=import-outside-toplevel
+    from ..lowering.prepare import check_operators  # pylint: disable=import-outside-toplevel
 
     loaded = load(args.model, common.input_shapes(args))
     try:   # the user's graph as written (layer names, BatchNorm separate), when shapes allow

@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from ..remote import devices_by_key, tracker_summary  # pylint: disable=import-outside-toplevel
+    from ..run.remote import devices_by_key, tracker_summary  # pylint: disable=import-outside-toplevel
 
     summary = tracker_summary(args.tracker, args.timeout)
     devices = devices_by_key(summary)

@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError  # pylint: disable=import-outside-toplevel
-    from ..targets import detect_host_target, list_targets  # pylint: disable=import-outside-toplevel
+    from ..target.spec import detect_host_target, list_targets  # pylint: disable=import-outside-toplevel
 
     specs = list_targets()
     try:

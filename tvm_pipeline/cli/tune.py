@@ -65,9 +65,9 @@ class _Display:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import prepare, tune  # pylint: disable=import-outside-toplevel
-    from ..stages.tune import SEARCH_PRESETS, TuneOptions  # pylint: disable=import-outside-toplevel
-    from ..targets import resolve_target  # pylint: disable=import-outside-toplevel
-    from ..toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
+    from ..tuning.tune import SEARCH_PRESETS, TuneOptions  # pylint: disable=import-outside-toplevel
+    from ..target.spec import resolve_target  # pylint: disable=import-outside-toplevel
+    from ..target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
     for flag in ("trials", "trials_per_task", "trials_per_iter"):
         if getattr(args, flag) < 1:

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import validate  # pylint: disable=import-outside-toplevel
-    from ..stages.validate import check  # pylint: disable=import-outside-toplevel
+    from ..run.validate import check  # pylint: disable=import-outside-toplevel
 
     remote = common.remote_options(args)
     if remote.enabled:

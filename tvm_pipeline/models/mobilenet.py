@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tvm_pipeline.analysis import ModelCost, analyze
+from tvm_pipeline.frontend.analysis import ModelCost, analyze
 from tvm_pipeline.errors import InputFileError, UsageError
 
 MIN_OPSET, MAX_OPSET = 11, 18

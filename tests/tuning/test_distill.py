@@ -1,0 +1,99 @@
+"""Distilling a tuning database: best verified record per workload, trial counts kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tvm.s_tir import meta_schedule as ms
+
+from conftest import matmul_relu_kernel
+from tvm_pipeline.tuning import database as db
+from tvm_pipeline.errors import TuningError
+from tvm_pipeline.tuning.distill import distill
+from tvm_pipeline.tuning.tune import _records_per_workload
+from tvm_pipeline.target.spec import resolve_target
+
+
+def test_distill_keeps_the_fastest_correct_record_and_counts_the_rest(tmp_path):
+    spec = resolve_target(None)                      # this machine's target: records are verified
+    target = spec.to_tvm()
+    mod, good, wrong = matmul_relu_kernel()
+    folder = tmp_path / spec.name
+    database = db.open_json_database(folder, create=True)
+    workload = database.commit_workload(mod)
+    args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    for sch, secs in ((good, 3e-6), (wrong, 1e-6), (good, 5e-6), (good, 1e10)):  # 1e10: failed
+        database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [secs], target,
+                                                               args_info))
+    before = (folder / db.RECORD_FILE).stat().st_size
+
+    result = distill(folder, spec, keep=1)
+
+    assert (result.records_before, result.records_after, result.verified) == (4, 1, 1)
+    assert len(result.rejected) == 1 and "1.0 us record deviates" in result.rejected[0]
+    assert (folder / db.RECORD_FILE).stat().st_size < before
+    # a fresh MetaSchedule database loads the result and returns the fast correct record
+    fresh = db.open_json_database(folder)
+    [best] = fresh.get_top_k(fresh.commit_workload(mod), 5)
+    assert [float(s) for s in best.run_secs] == [3e-6]
+    # the dropped trials still count against --trials-per-task
+    assert json.loads((folder / db.TRIALS_FILE).read_text()) == {str(workload.as_json()[0]): 3}
+    assert list(_records_per_workload(fresh, folder).values()) == [4]
+
+
+def test_distill_without_a_database_says_what_to_do(tmp_path):
+    spec = resolve_target(None)
+    with pytest.raises(TuningError, match="No tuning database.*tvm-pipeline tune"):
+        distill(tmp_path / spec.name, spec)
+
+
+def _commit(folder, mod, schedules_and_secs, target):
+    database = db.open_json_database(folder, create=True)
+    workload = database.commit_workload(mod)
+    args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    for sch, secs in schedules_and_secs:
+        database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [secs], target,
+                                                               args_info))
+    return workload
+
+
+def test_distill_merges_another_database_and_keeps_the_best_of_both(tmp_path):
+    spec = resolve_target(None)
+    target = spec.to_tvm()
+    mod, good, wrong = matmul_relu_kernel()
+    other_mod, other_good, _ = matmul_relu_kernel(32, 16, 8)
+    ours, theirs = tmp_path / "ours" / spec.name, tmp_path / "theirs" / spec.name
+    workload = _commit(ours, mod, [(good, 5e-6)], target)
+    _commit(theirs, mod, [(good, 3e-6), (wrong, 1e-6)], target)   # same kernel, faster record
+    _commit(theirs, other_mod, [(other_good, 2e-6)], target)       # a kernel we do not have
+    db.write_trials(theirs, {str(workload.as_json()[0]): 10})      # trials distilled over there
+
+    result = distill(ours, spec, merge=[theirs])
+
+    assert result.merged == 3 and result.records_after == 2 and len(result.rejected) == 1
+    fresh = db.open_json_database(ours)
+    [best] = fresh.get_top_k(fresh.commit_workload(mod), 5)
+    assert [float(s) for s in best.run_secs] == [3e-6]
+    [other] = fresh.get_top_k(fresh.commit_workload(other_mod), 5)
+    assert [float(s) for s in other.run_secs] == [2e-6]
+    # shared kernel: one workload line; trials = 3 records seen + 10 distilled elsewhere
+    assert len((ours / db.WORKLOAD_FILE).read_text().splitlines()) == 2
+    counts = {str(w.as_json()[0]): n for w, n in _records_per_workload(fresh, ours).items()}
+    assert counts[str(workload.as_json()[0])] == 13
+    # the merged database is left as it was
+    assert db.count_records(theirs) == 3
+
+
+def test_distill_merge_refuses_a_root_without_a_database_or_itself_and_writes_nothing(tmp_path):
+    spec = resolve_target(None)
+    mod, good, _ = matmul_relu_kernel()
+    ours = tmp_path / spec.name
+    _commit(ours, mod, [(good, 5e-6)], spec.to_tvm())
+    theirs = tmp_path / "theirs" / spec.name
+    _commit(theirs, mod, [(good, 3e-6)], spec.to_tvm())
+    with pytest.raises(TuningError, match="No tuning database.*to merge"):   # checked before any
+        distill(ours, spec, merge=[theirs, tmp_path / "nowhere" / spec.name])  # source is merged
+    with pytest.raises(TuningError, match="into itself"):
+        distill(ours, spec, merge=[ours])
+    assert db.count_records(ours) == 1

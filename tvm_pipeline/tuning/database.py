@@ -1,0 +1,226 @@
+"""Tuning databases: one MetaSchedule JSON database per target, shared by all models on it.
+
+Layout: ``<logs root>/<target name>/database_workload.json`` + ``database_tuning_record.json``
+(MetaSchedule's own JSON-lines format; the format is not keyed by target, apache/tvm#15549, hence one
+folder per target).
+
+``database_trials.json`` (ours) counts the trials ``distill`` removed, so that budgets per task still
+count them. Two roots are consulted:
+
+* the shipped logs (``tuned_logs/`` of the checkout, or the copy inside an installed package);
+* the writable root where ``tune`` appends: ``--logs DIR``, else ``$TVM_PIPELINE_LOGS``, else the
+  shipped folder when it is writable (a checkout), else ``~/.cache/tvm-pipeline/tuned_logs``.
+
+MetaSchedule appends one JSON line per measured candidate. A process killed mid-append leaves a
+truncated last line, which would make the whole database unreadable; ``repair`` drops such lines
+(atomically rewriting the file) so that no complete record is ever lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import TuningError
+from ..resources import data_dir
+
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+TRIALS_FILE = "database_trials.json"    # ours: trials that ``distill`` dropped, per workload hash
+LOGS_ENV = "TVM_PIPELINE_LOGS"
+
+
+def shipped_root() -> Path:
+    return data_dir("tuned_logs")
+
+
+def writable_root(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(LOGS_ENV):
+        return Path(os.environ[LOGS_ENV])
+    shipped = shipped_root()
+    if os.access(shipped, os.W_OK):
+        return shipped
+    return Path.home() / ".cache" / "tvm-pipeline" / "tuned_logs"
+
+
+def database_dirs(target_name: str, explicit: str | os.PathLike | None = None,
+                  shipped: bool = True) -> list[Path]:
+    """Existing database folders for a target, writable one first, without duplicates (without the
+    shipped logs when ``shipped`` is false)."""
+    dirs = []
+    for root in (writable_root(explicit), *([shipped_root()] if shipped else [])):
+        folder = (root / target_name).resolve()
+        if (folder / WORKLOAD_FILE).exists() and folder not in dirs:
+            dirs.append(folder)
+    return dirs
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)      # a normal file's mode, not mkstemp's 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    dropped_lines: int
+
+
+def repair(folder: Path) -> RepairReport:
+    """Drop unparseable lines (a record cut by a kill) so that MetaSchedule can load the rest."""
+    dropped = 0
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        path = folder / name
+        if not path.exists():
+            continue
+        raw = path.read_text()
+        good = []
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            good.append(line)
+        text = "".join(line + "\n" for line in good)
+        if text != raw:
+            atomic_write_text(path, text)
+    return RepairReport(dropped)
+
+
+def digest(folders: list[Path]) -> str | None:
+    """A content hash of the databases applied to a build (recorded in artifact metadata)."""
+    if not folders:
+        return None
+    sha = hashlib.sha256()
+    for folder in folders:
+        for name in (WORKLOAD_FILE, RECORD_FILE):
+            path = folder / name
+            if path.exists():
+                sha.update(path.read_bytes())
+    return sha.hexdigest()
+
+
+def read_trials(folder: Path) -> dict[str, int]:
+    """Workload structural hash -> trials measured but no longer in the record file (distilled)."""
+    path = folder / TRIALS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except (json.JSONDecodeError, AttributeError, ValueError) as err:
+        raise TuningError(f"{path} is not a JSON object of trial counts: {err}",
+                          hint="Restore it from git, or delete it (tune will then re-tune tasks "
+                               "whose records were distilled).") from err
+
+
+def write_trials(folder: Path, trials: dict[str, int]) -> None:
+    atomic_write_text(folder / TRIALS_FILE, json.dumps(dict(sorted(trials.items())), indent=0) + "\n")
+
+
+def read_json_lines(path: Path) -> list:
+    """The parsed lines of a JSON-lines file (none when it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.exists() else []
+
+
+def merge(into: Path, sources: Sequence[Path]) -> int:
+    """Append the tuning records (and distilled trial counts) of the databases in ``sources`` to
+    the one in ``into``; return how many records were added. Every source is checked before
+    anything is written. Workloads are matched by their JSON line (structural hash and TIR); new
+    ones are appended, and records are re-pointed at ``into``'s line numbers. The workload file is
+    written before the record file, each atomically: an interrupted merge leaves at most unused
+    workload lines."""
+    for source in sources:
+        if into.resolve() == source.resolve():
+            raise TuningError(f"Cannot merge the tuning database in {into} into itself.",
+                              hint="--merge takes another tuning-log root.")
+        if not (source / WORKLOAD_FILE).exists():
+            raise TuningError(f"No tuning database in {source} (no {WORKLOAD_FILE}) to merge.",
+                              hint="Pass the root that tune wrote to (its --logs); the target's "
+                                   "folder inside it is used.")
+    added = 0
+    for source in sources:
+        added += _merge_one(into, source)
+    return added
+
+
+def _merge_one(into: Path, source: Path) -> int:
+    repair(source)
+    into.mkdir(parents=True, exist_ok=True)
+    repair(into)
+    ours = read_json_lines(into / WORKLOAD_FILE)
+    index_of = {json.dumps(w, sort_keys=True): i for i, w in enumerate(ours)}
+    mapping = {}
+    for i, workload in enumerate(read_json_lines(source / WORKLOAD_FILE)):
+        key = json.dumps(workload, sort_keys=True)
+        if key not in index_of:
+            index_of[key] = len(ours)
+            ours.append(workload)
+        mapping[i] = index_of[key]
+    records = [[mapping[i], record] for i, record in read_json_lines(source / RECORD_FILE)]
+    atomic_write_text(into / WORKLOAD_FILE,
+                      "".join(json.dumps(w, separators=(",", ":")) + "\n" for w in ours))
+    existing = (into / RECORD_FILE).read_text() if (into / RECORD_FILE).exists() else ""
+    atomic_write_text(into / RECORD_FILE, existing + "".join(
+        json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    trials = read_trials(into)
+    for shash, count in read_trials(source).items():
+        trials[shash] = trials.get(shash, 0) + count
+    if trials:
+        write_trials(into, trials)
+    return len(records)
+
+
+def count_records(folder: Path) -> int:
+    path = folder / RECORD_FILE
+    if not path.exists():
+        return 0
+    with path.open() as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def open_json_database(folder: Path, *, create: bool = False):
+    """A MetaSchedule JSONDatabase on ``folder`` after repairing it."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    if os.access(folder, os.W_OK):
+        repair(folder)
+    try:
+        return ms.database.JSONDatabase(str(folder / WORKLOAD_FILE), str(folder / RECORD_FILE),
+                                        allow_missing=create)
+    except Exception as err:
+        raise TuningError(f"The tuning database in {folder} cannot be loaded: "
+                          f"{type(err).__name__}: {str(err).strip()[-300:]}",
+                          hint="Move the folder aside and re-tune, or restore it from git.") from err
+
+
+def union(databases: list):
+    """One database over ``databases`` (an empty one for none)."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    if not databases:
+        return ms.database.MemoryDatabase()
+    return databases[0] if len(databases) == 1 else ms.database.UnionDatabase(*databases)

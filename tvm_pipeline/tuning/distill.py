@@ -1,0 +1,124 @@
+"""Distill a target's tuning database: keep the best verified records per workload.
+
+A tuning run appends every measured candidate (64 per task per run): megabytes of records that a
+build never reads, since it applies the best record of each workload. ``distill``:
+
+* first appends the records of other databases of the same target (``merge``: say a run tuned
+  into a scratch root, or on another machine of the same kind), so the best of all of them is kept;
+* keeps, per workload, the ``keep`` fastest records whose schedules are verified on this machine
+  against the unscheduled kernel (``verify``; skipped with a note for targets this machine cannot
+  run); a record that fails is dropped and the next one is tried;
+* keeps every workload line as is (records point at workloads by line number, so only the record
+  file is rewritten, atomically: an interrupted distill leaves the old database);
+* adds the trials it drops to ``database_trials.json`` (workload hash -> trials not in the record
+  file), so a later ``tune`` still counts them against ``--trials-per-task`` and does not re-tune a
+  finished task.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import database as db
+from ..errors import TuningError
+from ..target.spec import TargetSpec
+
+
+@dataclass
+class DistillResult:
+    folder: Path
+    workloads: int
+    records_before: int
+    records_after: int
+    bytes_before: int
+    bytes_after: int
+    verified: int                       # kept records checked against the unscheduled kernel
+    rejected: list[str] = field(default_factory=list)   # records dropped as wrong
+    note: str | None = None             # why verification was skipped
+    merged: int = 0                     # records appended from the merged databases
+
+    def to_dict(self) -> dict:
+        return {"database": str(self.folder), "workloads": self.workloads,
+                "records_before": self.records_before, "records_after": self.records_after,
+                "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
+                "verified": self.verified, "rejected": self.rejected, "note": self.note,
+                "merged": self.merged}
+
+
+def _mean(record_json) -> float | None:
+    secs = record_json[1]
+    if not secs:
+        return None
+    mean = sum(float(s) for s in secs) / len(secs)
+    return None if mean >= 1e9 else mean       # MetaSchedule stores failed runs as 1e10
+
+
+class _Verifier:
+    """Replays a record's trace on its workload and checks the result against the unscheduled
+    kernel (one reference per workload)."""
+
+    def __init__(self, spec: TargetSpec):
+        self.target = spec.to_tvm()
+
+    def deviation(self, workload_line: list, record_json: list) -> float:
+        # pylint: disable=import-outside-toplevel
+        from tvm import s_tir
+        from tvm.s_tir import meta_schedule as ms
+
+        from . import verify
+
+        workload = ms.database.Workload.from_json(workload_line)
+        record = ms.database.TuningRecord.from_json(record_json, workload)
+        sch = s_tir.Schedule(workload.mod)
+        record.trace.apply_to_schedule(sch, remove_postproc=False)
+        return verify.schedule_deviation(workload.mod, sch.mod, self.target)
+
+
+def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True,
+            merge: Sequence[Path] = ()) -> DistillResult:
+    """Rewrite ``folder``'s record file with the best ``keep`` verified records per workload, after
+    appending the records of the database folders in ``merge``."""
+    workload_path, record_path = folder / db.WORKLOAD_FILE, folder / db.RECORD_FILE
+    merged = db.merge(folder, merge) if merge else 0
+    if not workload_path.exists():
+        raise TuningError(f"No tuning database in {folder} (no {db.WORKLOAD_FILE}).",
+                          hint="Tune a model for this target first: tvm-pipeline tune MODEL --target "
+                               f"{spec.name}.")
+    db.repair(folder)
+    workloads = db.read_json_lines(workload_path)
+    lines = db.read_json_lines(record_path)
+    by_workload: dict[int, list] = {}
+    for index, record_json in lines:
+        by_workload.setdefault(index, []).append(record_json)
+    verifier = _Verifier(spec) if check and spec.runs_on_host else None
+    note = None if verifier or not check else (
+        f"records were not verified: target {spec.name} does not run on this machine")
+    trials = db.read_trials(folder)
+    kept_lines, rejected, verified = [], [], 0
+    for index in sorted(by_workload):
+        records = by_workload[index]
+        ranked = sorted((r for r in records if _mean(r) is not None), key=_mean)
+        kept = []
+        for record_json in ranked:
+            if len(kept) >= keep:
+                break
+            if verifier is not None:
+                dev = verifier.deviation(workloads[index], record_json)
+                if dev > 1.0:
+                    rejected.append(f"workload {index}: a {_mean(record_json) * 1e6:.1f} us record "
+                                    f"deviates {dev:.3g}x the tolerance; dropped")
+                    continue
+                verified += 1
+            kept.append(record_json)
+        shash = str(workloads[index][0])
+        trials[shash] = trials.get(shash, 0) + len(records) - len(kept)
+        kept_lines.extend(json.dumps([index, r], separators=(",", ":")) for r in kept)
+    bytes_before = workload_path.stat().st_size + (record_path.stat().st_size if lines else 0)
+    db.atomic_write_text(record_path, "".join(line + "\n" for line in kept_lines))
+    db.write_trials(folder, trials)
+    return DistillResult(folder, len(workloads), len(lines), len(kept_lines), bytes_before,
+                         workload_path.stat().st_size + record_path.stat().st_size, verified,
+                         rejected, note, merged)

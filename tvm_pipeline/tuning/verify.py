@@ -1,0 +1,129 @@
+"""Kernel-level correctness of tuned schedules: a scheduled kernel must compute what the
+unscheduled one computes.
+
+MetaSchedule only times candidates; a schedule that is fast and wrong (a bad rewrite, a codegen
+bug) would win its task and land in the database. Checks compare a candidate against its workload
+built unscheduled, on seeded random arguments, on this machine:
+
+* ``Reference.of(workload, target)`` builds and runs the unscheduled kernel once per task;
+* ``check_kernel`` (picklable: it runs in the builder's worker processes) builds a scheduled module,
+  runs it on the same arguments, and returns the worst deviation over every argument.
+
+Weights that the schedule packs (``RewriteLayout``) are repacked inside the checked build (the
+layout-rewrite block is kept), so the same unpacked arguments feed both builds.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..target.spec import use_physical_cores
+
+RTOL = 1e-3          # relative to the largest magnitude of each compared argument
+ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Seeded arguments and the unscheduled kernel's results, saved for worker processes."""
+
+    path: str            # .npz: in_<i> arguments before the call, out_<i> after
+
+    @staticmethod
+    def of(workload, target) -> "Reference":
+        args, after = reference_run(workload, target)
+        handle, path = tempfile.mkstemp(prefix="tvm-pipeline-ref-", suffix=".npz")
+        os.close(handle)
+        np.savez(path, **{f"in_{i}": a for i, a in enumerate(args)},
+                 **{f"out_{i}": a for i, a in enumerate(after)})
+        return Reference(path)
+
+    def load(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        with np.load(self.path) as data:
+            n = sum(1 for k in data.files if k.startswith("in_"))
+            return [data[f"in_{i}"] for i in range(n)], [data[f"out_{i}"] for i in range(n)]
+
+    def remove(self) -> None:
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def _main(mod):
+    return mod["main"] if any(gv.name_hint == "main" for gv in mod.get_global_vars()) \
+        else next(iter(f for _, f in mod.functions_items()))
+
+
+def seeded_arguments(mod, seed: int = 0) -> list[np.ndarray]:
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    rng = np.random.default_rng(seed)
+    args = []
+    for info in ms.arg_info.ArgInfo.from_prim_func(_main(mod)):
+        shape, dtype = [int(s) for s in info.shape], str(info.dtype)
+        if dtype.startswith("float"):
+            args.append(rng.uniform(-1.0, 1.0, shape).astype(dtype))
+        else:
+            args.append(rng.integers(0, 4, shape).astype(dtype))
+    return args
+
+
+def run_kernel(mod, target, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Build ``mod`` for ``target`` (keeping any weight-layout rewrite inside) and run it here."""
+    return run_kernel_timed(mod, target, args, timed=False)[0]
+
+
+def run_kernel_timed(mod, target, args: list[np.ndarray],
+                     timed: bool = True) -> tuple[list[np.ndarray], float]:
+    """``run_kernel``, then (``timed``) the kernel's mean time in seconds over 2 repeats of at least
+    10 ms each, on the same arguments (nan when not timed)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm.driver import build as tvm_build  # pylint: disable=import-outside-toplevel
+
+    use_physical_cores()
+    func = _main(mod).with_attr("global_symbol", "main")
+    lib = tvm_build(tvm.IRModule({"main": func}), target=target)
+    dev = tvm.cpu()
+    tensors = [tvm.runtime.tensor(a, dev) for a in args]
+    lib["main"](*tensors)
+    outputs = [t.numpy() for t in tensors]
+    if not timed:
+        return outputs, float("nan")
+    evaluator = lib.time_evaluator("main", dev, number=1, repeat=2, min_repeat_ms=10)
+    return outputs, float(evaluator(*tensors).mean)
+
+
+def deviation(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    """The worst |got - want| over all arguments, in units of that argument's tolerance
+    (<= 1 is a pass)."""
+    worst = 0.0
+    for g, w in zip(got, want):
+        if g.shape != w.shape:
+            return float("inf")
+        if not np.all(np.isfinite(g) == np.isfinite(w)):
+            return float("inf")
+        tol = ATOL + RTOL * float(np.max(np.abs(w), initial=0.0))
+        err = float(np.max(np.abs(g.astype("float64") - w.astype("float64")), initial=0.0))
+        worst = max(worst, err / tol)
+    return worst
+
+
+def reference_run(workload, target) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """In-process: seeded arguments, and the unscheduled ``workload``'s results on them."""
+    args = seeded_arguments(workload)
+    return args, run_kernel(workload, target, [a.copy() for a in args])
+
+
+def schedule_deviation(workload, scheduled, target) -> float:
+    """In-process: the deviation of ``scheduled`` from the unscheduled ``workload`` (<= 1: correct)."""
+    args, want = reference_run(workload, target)
+    return deviation(run_kernel(scheduled, target, args), want)
+
+
+def check_kernel(mod, target, reference: Reference) -> float:
+    """Worker side: the deviation of scheduled ``mod`` from the reference (<= 1: correct)."""
+    args, want = reference.load()
+    return deviation(run_kernel(mod, target, args), want)
