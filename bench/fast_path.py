@@ -63,7 +63,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as empty:
         # the writable root is an empty folder, so only the shipped logs can lend schedules
         rows["naive"] = measure(prepared, work / f"{spec.name}-naive.tvm",
-                                tp.CompileOptions(logs=empty, borrow=False), args.runs)
+                                tp.CompileOptions(logs=empty, borrow=False, defaults=False), args.runs)
         rows["borrowed"] = measure(prepared, work / f"{spec.name}-borrowed.tvm",
                                    tp.CompileOptions(logs=empty), args.runs)
     if args.own_minutes > 0:
@@ -72,7 +72,8 @@ def main() -> int:
                                                  time_budget_s=args.own_minutes * 60, logs=str(own),
                                                  search=SEARCH_PRESETS["fast"]))
         rows["own-tuned"] = measure(prepared, work / f"{spec.name}-own.tvm",
-                                    tp.CompileOptions(logs=str(own), shipped_logs=False, borrow=False),
+                                    tp.CompileOptions(logs=str(own), shipped_logs=False, borrow=False,
+                                                      defaults=False),
                                     args.runs)
         rows["own-tuned"]["tune"] = {"trials": tuned.trials, "seconds": round(tuned.progress.elapsed_s)}
     ort = rows["borrowed"]["ort_ms"]

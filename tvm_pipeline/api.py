@@ -65,6 +65,7 @@ class CompileOptions:
     use_database: bool = True
     shipped_logs: bool = True             # False: ignore tuned_logs/ (only the ``logs`` root)
     borrow: bool = True                   # untuned CPU kernels borrow similar tuned schedules
+    defaults: bool = True                 # still unscheduled: default schedules (False: naive)
     validate: bool = True                 # refuse to write an artifact that disagrees with ORT
     validate_options: "ValidateOptions | None" = None
     ndk: str | None = None                # Android NDK root or clang++ (targets with export "ndk")
@@ -124,7 +125,7 @@ def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()
     require_device_code(prepared.target)
     start = time.perf_counter()
     result = build(prepared, BuildOptions(options.logs, options.use_database, options.shipped_logs,
-                                          options.borrow))
+                                          options.borrow, options.defaults))
     report = check_build(result, options.checks or CheckOptions())
     if report is None:
         raise UsageError(f"Target {prepared.target.name} (device {prepared.target.device}) produced "
@@ -145,7 +146,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
     start = time.perf_counter()
     toolchain = toolchain_for(prepared.target, options.ndk)   # before the build: fail fast
     result = build(prepared, BuildOptions(options.logs, options.use_database, options.shipped_logs,
-                                          options.borrow))
+                                          options.borrow, options.defaults))
     checks = check_build(result, options.checks or CheckOptions())
     if checks is not None:
         checks.raise_for_failures()          # no artifact for kernels that fail a device check

@@ -47,8 +47,8 @@ def test_cuda_compile_checks_every_kernel_with_nvcc(cuda_compiled):
     meta = cuda_compiled.artifact.metadata
     checks = {c["check"]: c for c in meta["device_checks"]["checks"]}
     assert set(checks) == {"nvcc"}
-    assert meta["database"]["kernels_dlight"] == cuda_compiled.build.kernels_total == 33
-    assert meta["database"]["kernels_naive"] == 0
+    assert meta["kernels"]["default"]["count"] == cuda_compiled.build.kernels_total == 33   # DLight
+    assert meta["kernels"]["naive"]["count"] == 0
     if shutil.which("nvcc") is None:
         assert checks["nvcc"]["status"] == SKIPPED and "not on PATH" in checks["nvcc"]["detail"]
         return

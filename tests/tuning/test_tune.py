@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from conftest import const, make_model
+from tvm_pipeline.target.spec import detect_host_target
 from tvm_pipeline.tuning import database as db
 
 
@@ -58,7 +59,7 @@ def test_repair_drops_a_record_cut_by_a_kill(tmp_path):
 def test_tune_killed_then_resumed_keeps_every_record(tmp_path):
     model = tiny_cnn(tmp_path / "tiny.onnx")
     logs = tmp_path / "logs"
-    records = logs / "x86-avx512" / db.RECORD_FILE
+    records = logs / detect_host_target().name / db.RECORD_FILE   # tune targets this machine
     stderr = tmp_path / "tune.stderr"
     with stderr.open("w") as err:
         proc = subprocess.Popen(_tune_cmd(model, logs, "--trials", "400", "--trials-per-task", "100"),
@@ -104,7 +105,7 @@ def test_tune_killed_then_resumed_keeps_every_record(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     meta = json.loads(res.stdout)
-    assert meta["database"]["kernels_tuned"] >= 1 and meta["validation"]["passed"]
+    assert meta["kernels"]["tuned"]["count"] >= 1 and meta["validation"]["passed"]
     assert meta["database"]["digest"]
 
     # distill: best verified record per kernel; the budget still counts the dropped trials
@@ -128,7 +129,7 @@ def test_tune_killed_then_resumed_keeps_every_record(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     meta = json.loads(res.stdout)
-    assert meta["database"]["kernels_tuned"] == 0 and meta["database"]["kernels_borrowed"] >= 1
+    assert meta["kernels"]["tuned"]["count"] == 0 and meta["kernels"]["borrowed"]["count"] >= 1
     assert meta["validation"]["passed"]
 
 
@@ -152,5 +153,5 @@ def test_ctrl_c_stops_cleanly_and_keeps_records(tmp_path):
     assert proc.returncode == 130, stderr.read_text()
     assert "stopping after the batch in flight" in stderr.read_text()
     assert "Traceback" not in stderr.read_text()
-    kept = db.count_records(logs / "x86-avx512")
+    kept = db.count_records(logs / detect_host_target().name)
     assert kept >= 1 and f"holds {kept} records" in out

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     run_ = check(prepared, CompileOptions(logs=args.logs, use_database=not args.untuned,
                                           checks=common.check_options(args)))
     if args.json:
-        common.emit_json({"build": run_.build.metadata()["database"], "seconds": round(run_.seconds, 1),
+        meta = run_.build.metadata()
+        common.emit_json({"build": {**meta["database"], "kernels": meta["kernels"]}, "seconds": round(run_.seconds, 1),
                           **run_.report.to_dict()})
     else:
         print(run_.build.summary())

@@ -20,7 +20,10 @@ def register(sub) -> None:
                         help="leave CPU kernels without a tuning record naive instead of borrowing "
                              "the schedule of the most similar tuned kernel")
     parser.add_argument("--untuned", action="store_true",
-                        help="ignore tuning databases (every kernel naive; for comparisons)")
+                        help="ignore tuning databases (kernels get default schedules; for comparisons)")
+    parser.add_argument("--no-defaults", action="store_true",
+                        help="leave kernels that nothing tuned or borrowed as naive loops instead of "
+                             "giving them default schedules (for comparisons)")
     common.add_ndk(parser)
     common.add_validation(parser)
     common.add_remote(parser)
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
                f"({len(prepared.kernels)} kernels)")
     result = compile_model(prepared, output, CompileOptions(
         logs=args.logs, use_database=not args.untuned, borrow=not args.no_borrow,
+        defaults=not args.no_defaults,
         validate=not args.no_validate,
         validate_options=common.validate_options(args), ndk=args.ndk, remote=remote,
         checks=common.check_options(args)))
@@ -52,11 +56,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(result.build.summary())
     if result.build.untuned_kernels:
-        untuned = result.build.untuned_kernels
-        print(f"  untuned ({100 * result.build.work_share(untuned):.0f}% of the work): "
-              f"{', '.join(untuned[:8])}{' ...' if len(untuned) > 8 else ''}\n"
-              f"  tune only these (tasks already tuned are skipped): tvm-pipeline tune {args.model} "
-              f"--target {prepared.target.name} --time-budget 10m")
+        print(f"  to tune the {len(result.build.untuned_kernels)} untuned kernels (tuned ones are "
+              f"skipped): tvm-pipeline tune {args.model} --target {prepared.target.name} "
+              "--time-budget 10m")
     if result.checks is not None:
         print("device checks:\n" + result.checks.format())
     if result.validation is not None:

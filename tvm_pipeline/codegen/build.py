@@ -1,11 +1,16 @@
-"""Stage 4, build: apply the target's tuning database, compile, and export a library.
+"""Stage 4, build: give every kernel a schedule, compile, and export a library.
 
-Tuned kernels come from the MetaSchedule database of the target (see ``database``). On CPUs, a
-kernel with no record borrows the schedule of the most similar tuned kernel (``transfer``), and
-the rest stay naive (unscheduled loops); on GPUs they get the target's default schedules
-(``backends.schedule_pass``: DLight rules, which need thread bindings to compile at all). The
-result reports each group with its share of the model's arithmetic (a proxy for its share of the
-time), so that an untuned build is never silent.
+Each kernel's schedule comes from the first source that has one:
+
+1. ``tuned``: the target's MetaSchedule database (see ``tuning.database``);
+2. ``borrowed`` (CPUs): the schedule of the most similar tuned kernel (``tuning.borrow``), checked;
+3. ``default``: on CPUs, the default schedule of ``lowering.schedules`` (checked, see
+   ``codegen.defaults``); on GPUs, DLight's rules (``lowering.backends.schedule_pass``: GPU
+   kernels must bind threads to compile at all);
+4. ``naive``: none of the above (the unscheduled loops), each with the reason.
+
+The result reports each group with its share of the model's arithmetic (a proxy for its share of
+the time), so that a slow build is never silent.
 """
 
 from __future__ import annotations
@@ -17,19 +22,23 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from ..lowering import backends
-from ..tuning import borrow as transfer, database as db
 from ..errors import ToolchainError
+from ..lowering import backends
 from ..lowering.prepare import PreparedModule, list_kernels
 from ..target.toolchains import Toolchain
+from ..tuning import borrow, database as db
+from .defaults import DefaultsResult, apply_defaults
+
+SOURCES = ("tuned", "borrowed", "default", "naive")
 
 
 @dataclass(frozen=True)
 class BuildOptions:
     logs: str | None = None          # writable tuning-log root (see database.writable_root)
-    use_database: bool = True        # False: build every kernel untuned
+    use_database: bool = True        # False: no tuned or borrowed schedules
     shipped_logs: bool = True        # False: only the writable root's database (benchmarks)
     borrow: bool = True              # CPU kernels without a record: borrow a similar one's schedule
+    defaults: bool = True            # kernels still unscheduled: default schedules (else naive)
 
 
 @dataclass
@@ -42,17 +51,25 @@ class BuildResult:
     database_digest: str | None
     seconds: float
     ir: tvm.IRModule = field(repr=False, default=None)   # the scheduled module that was compiled
-    dlight_kernels: list[str] = field(default_factory=list)  # DLight default GPU schedules
+    default_kernels: list[str] = field(default_factory=list)   # CPU rules or DLight (GPU)
     borrowed_kernels: list[str] = field(default_factory=list)  # schedules of similar tuned kernels
+    naive_reasons: dict[str, str] = field(default_factory=dict)  # naive kernel -> why
     work: dict[str, float] = field(default_factory=dict)   # kernel -> FLOPs x calls in the model
 
     @property
     def untuned_kernels(self) -> list[str]:
-        return sorted(self.dlight_kernels + self.naive_kernels + self.borrowed_kernels)
+        return sorted(self.default_kernels + self.naive_kernels + self.borrowed_kernels)
 
     @property
     def kernels_total(self) -> int:
         return len(self.tuned_kernels) + len(self.untuned_kernels)
+
+    def by_source(self) -> dict[str, list[str]]:
+        return {"tuned": self.tuned_kernels, "borrowed": self.borrowed_kernels,
+                "default": self.default_kernels, "naive": self.naive_kernels}
+
+    def source_of(self, kernel: str) -> str:
+        return next((s for s, names in self.by_source().items() if kernel in names), "naive")
 
     def work_share(self, kernels: list[str]) -> float:
         """Share of the model's floating-point work done by ``kernels`` (0..1)."""
@@ -60,37 +77,28 @@ class BuildResult:
         return sum(self.work.get(k, 0.0) for k in kernels) / total if total else 0.0
 
     def summary(self) -> str:
-        total = self.kernels_total
         where = ", ".join(str(d) for d in self.database_dirs) or "no database"
-        text = f"{len(self.tuned_kernels)}/{total} kernels tuned from {where}; "
-        if self.borrowed_kernels:
-            text += (f"{len(self.borrowed_kernels)} borrowed the schedule of a similar tuned kernel "
-                     f"({100 * self.work_share(self.borrowed_kernels):.0f}% of the work, not "
-                     "measured); ")
-        if self.dlight_kernels:
-            text += f"{len(self.dlight_kernels)} with DLight default GPU schedules; "
-        text += f"{len(self.naive_kernels)} left naive (unscheduled loops)"
-        if self.naive_kernels:
-            text += f", {100 * self.work_share(self.naive_kernels):.0f}% of the work"
+        parts = [f"{len(names)} {source} ({100 * self.work_share(names):.0f}% of the work)"
+                 for source, names in self.by_source().items()]
+        text = f"{self.kernels_total} kernels: {', '.join(parts)}; database: {where}"
+        if self.borrowed_kernels or self.default_kernels:
+            text += "\n  borrowed and default schedules are checked against the unscheduled kernels, not measured"
+        for kernel in self.naive_kernels:
+            text += f"\n  naive {kernel}: {self.naive_reasons.get(kernel, 'not scheduled')}"
         return text
 
     def metadata(self) -> dict:
         target = self.prepared.target
+        groups = self.by_source()
         return {
             "target": target.to_dict(),
             "tvm_version": tvm.__version__,
             "database": {"dirs": [str(d) for d in self.database_dirs],
-                         "digest": self.database_digest,
-                         "kernels_tuned": len(self.tuned_kernels),
-                         "kernels_untuned": len(self.untuned_kernels),
-                         "kernels_dlight": len(self.dlight_kernels),
-                         "kernels_naive": len(self.naive_kernels),
-                         "kernels_borrowed": len(self.borrowed_kernels),
-                         "untuned_work_share": round(self.work_share(self.untuned_kernels), 4),
-                         "untuned": self.untuned_kernels,
-                         "borrowed": self.borrowed_kernels,
-                         "dlight": self.dlight_kernels,
-                         "naive": self.naive_kernels},
+                         "digest": self.database_digest},
+            "kernels": {"total": self.kernels_total,
+                        **{source: {"count": len(names), "work_share": round(self.work_share(names), 4),
+                                    "names": sorted(names)} for source, names in groups.items()},
+                        "naive_reasons": dict(sorted(self.naive_reasons.items()))},
             "build_seconds": round(self.seconds, 2),
         }
 
@@ -100,7 +108,7 @@ def _scheduled(mod: tvm.IRModule) -> tuple[set[str], set[str]]:
     done, left = set(), set()
     for gv, func in mod.functions_items():
         if isinstance(func, tvm.tirx.PrimFunc):
-            (done if transfer.is_scheduled(func) else left).add(gv.name_hint)
+            (done if borrow.is_scheduled(func) else left).add(gv.name_hint)
     return done, left
 
 
@@ -114,42 +122,69 @@ def _with_global_infos(mod: tvm.IRModule, source: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+@dataclass
+class _Schedules:
+    """What each scheduling step gave, by the kernel names before weight packing."""
+
+    tuned: set[str]
+    borrowed: list[str]
+    defaults: DefaultsResult
+
+
+def _schedule(prepared: PreparedModule, options: BuildOptions, members: list,
+              target: tvm.target.Target) -> tuple[tvm.IRModule, _Schedules]:
+    """Tuned, then borrowed, then default schedules (inside the target and database scopes)."""
+    mod = _with_global_infos(relax.transform.MetaScheduleApplyDatabase()(prepared.mod),
+                             prepared.mod)
+    tuned, _ = _scheduled(mod)
+    borrowed: list[str] = []
+    if options.borrow and members and not backends.is_gpu(target):
+        mod, borrowed = borrow.borrow_schedules(mod, members, target,
+                                                check=prepared.target.runs_on_host)
+    defaults = DefaultsResult()
+    if options.defaults and not backends.is_gpu(target):
+        mod, defaults = apply_defaults(mod, prepared.target, target)
+    mod = backends.after_database_pass(target)(mod)
+    if options.defaults:
+        before, _ = _scheduled(mod)
+        mod = backends.schedule_pass(target)(mod)       # DLight on GPUs
+        after, _ = _scheduled(mod)
+        defaults.scheduled += sorted(after - before)
+    return mod, _Schedules(tuned - set(borrowed), borrowed, defaults)
+
+
 def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> BuildResult:
-    """Compile a prepared module for its target with the target's tuning database applied."""
+    """Compile a prepared module for its target, every kernel scheduled as well as known."""
     start = time.perf_counter()
     target = prepared.target.to_tvm()
     dirs = (db.database_dirs(prepared.target.name, options.logs, options.shipped_logs)
             if options.use_database else [])
     members = [db.open_json_database(d) for d in dirs]
-    database = db.union(members)
-    try:
-        with target, database, tvm.transform.PassContext(opt_level=3):
-            mod = _with_global_infos(relax.transform.MetaScheduleApplyDatabase()(prepared.mod),
-                                     prepared.mod)
-            borrowed: list[str] = []
-            if options.borrow and dirs and not backends.is_gpu(target):
-                mod, borrowed = transfer.borrow_schedules(mod, members, target,
-                                                          check=prepared.target.runs_on_host)
-            work = _work(mod)
-            mod = backends.after_database_pass(target)(mod)
-            tuned, _ = _scheduled(mod)
-            mod = backends.schedule_pass(target)(mod)
-            scheduled, naive = _scheduled(mod)
-            work = {_packed_name(k, scheduled | naive): v for k, v in work.items()}
-            borrowed = sorted(_packed_name(k, tuned) for k in borrowed)
-            tuned -= set(borrowed)
-            executable = tvm.compile(mod, target=target, relax_pipeline=backends.relax_pipeline(target),
+    work = _work(prepared.mod)
+    with target, db.union(members), tvm.transform.PassContext(opt_level=3):
+        mod, done = _schedule(prepared, options, members, target)
+        try:
+            executable = tvm.compile(mod, target=target,
+                                     relax_pipeline=backends.relax_pipeline(target),
                                      tir_pipeline=backends.tir_pipeline(target))
-    except Exception as err:
-        raise ToolchainError(f"TVM failed to compile {prepared.loaded.name} for {prepared.target.name}: "
-                             f"{type(err).__name__}: {str(err).strip()[-600:]}",
-                             hint="Re-run with TVM_PIPELINE_DEBUG=1 for the full traceback.") from err
-    return BuildResult(prepared=prepared, executable=executable, tuned_kernels=sorted(tuned),
-                       naive_kernels=sorted(naive),
-                       dlight_kernels=sorted(scheduled - tuned - set(borrowed)),
-                       database_dirs=dirs, database_digest=db.digest(dirs),
-                       seconds=time.perf_counter() - start, ir=mod, borrowed_kernels=borrowed,
-                       work=work)
+        except tvm.TVMError as err:
+            raise ToolchainError(f"TVM failed to compile {prepared.loaded.name} for "
+                                 f"{prepared.target.name}: {str(err).strip()[-600:]}",
+                                 hint="Re-run with TVM_PIPELINE_DEBUG=1 for the full traceback; "
+                                      "--no-defaults or --untuned isolate a bad schedule.") from err
+    scheduled, naive = _scheduled(mod)
+    names = scheduled | naive
+    packed = {k: _packed_name(k, names) for k in work}
+    return BuildResult(
+        prepared=prepared, executable=executable,
+        tuned_kernels=sorted(packed.get(k, k) for k in done.tuned),
+        borrowed_kernels=sorted(packed.get(k, k) for k in done.borrowed),
+        default_kernels=sorted(packed.get(k, k) for k in done.defaults.scheduled),
+        naive_kernels=sorted(naive),
+        naive_reasons={packed.get(k, k): r for k, r in done.defaults.naive.items()},
+        database_dirs=dirs, database_digest=db.digest(dirs),
+        seconds=time.perf_counter() - start, ir=mod,
+        work={packed[k]: v for k, v in work.items()})
 
 
 def _packed_name(name: str, names: set[str]) -> str:
@@ -168,7 +203,7 @@ def _work(mod: tvm.IRModule) -> dict[str, float]:
         if isinstance(func, tvm.tirx.PrimFunc):
             try:
                 flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
-            except Exception:  # pylint: disable=broad-except  (no estimate: counts as no work)
+            except tvm.TVMError:      # no estimate for this loop nest: counts as no work
                 flops = 0.0
             work[gv.name_hint] = flops * calls.get(gv.name_hint, 1)
     return work

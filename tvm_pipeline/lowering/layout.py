@@ -5,10 +5,12 @@ of a MobileNet), so the tuned kernels waste most of every vector. Channels-last 
 weights) vectorizes along channels (multiples of 8 or 16 everywhere), for pointwise and depthwise
 convolutions alike. The steps, all on the Relax module before lowering:
 
-1. ``ClipToOps``: TVM's ONNX importer emits Clip as opaque ``call_tir(maximum/minimum)``, which a
-   layout conversion cannot see through (it would wrap every activation in two transposes). Each
-   such call whose PrimFunc is exactly TOPI's maximum/minimum against a scalar constant becomes
-   ``relax.maximum``/``relax.minimum``, which carry layout inference.
+1. ``ClipToOps``: TVM's ONNX importer emits Clip as opaque ``call_tir(maximum/minimum)``, and
+   HardSigmoid/HardSwish as ``R.clip``; a layout conversion sees through neither (``R.clip`` has
+   no layout inference rule in TVM 0.27), so it would wrap every activation in two transposes.
+   Each such call whose PrimFunc is exactly TOPI's maximum/minimum against a scalar constant, and
+   every ``R.clip`` with constant bounds, becomes ``relax.maximum``/``relax.minimum``, which carry
+   layout inference (and fuse into the convolution before them).
 2. ``ConvertLayout`` to NHWC/HWIO: transposes remain only at the model's input and before the
    classifier's reshape; weight transposes are folded (weights are constants).
 
@@ -27,6 +29,7 @@ from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 _CALL_TIR = "relax.call_tir"
+_CLIP = "relax.clip"
 _CLIP_PARTS = (("maximum", topi.maximum, relax.op.maximum),
                ("minimum", topi.minimum, relax.op.minimum))
 
@@ -48,6 +51,8 @@ class _ClipToOps(PyExprMutator):
 
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == _CLIP:
+            return self._clip_op(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != _CALL_TIR:
             return call
         callee, args = call.args[0], call.args[1].fields
@@ -60,6 +65,23 @@ class _ClipToOps(PyExprMutator):
                 self.rewritten += 1
                 return relax_op(args[0], args[1])
         return call
+
+
+    def _clip_op(self, call):
+        """``R.clip(x, lo, hi)`` (HardSigmoid, HardSwish) -> ``minimum(maximum(x, lo), hi)``."""
+        data, low, high = call.args
+        if not isinstance(data.ty, relax.TensorType):
+            return call
+        dtype = data.ty.dtype
+        bounds = []
+        for bound in (low, high):     # IntImm/FloatImm (a PrimValue in other TVM versions)
+            value = getattr(bound, "value", None)
+            value = getattr(value, "value", value)
+            if not isinstance(value, (int, float)):
+                return call
+            bounds.append(relax.const(float(value), dtype))
+        self.rewritten += 1
+        return relax.op.minimum(relax.op.maximum(data, bounds[0]), bounds[1])
 
 
 @tvm.transform.module_pass(opt_level=0, name="ClipToOps")

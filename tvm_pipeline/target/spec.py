@@ -17,6 +17,8 @@ Pipeline keys:
 - ``rpc_key``: the tracker key that devices of this class register under.
 - ``host_requires``/``host_priority``: CPU flags that make this target a candidate for the running
   host, and which candidate wins.
+- ``vector_bits``/``vector_registers`` (CPU targets): the SIMD register width and count, which size
+  the default schedules' vector and register tiles (default 128 and 16: NEON on ARMv7, SSE).
 
 A target is found by file name only; nothing in the code knows any particular target.
 
@@ -55,6 +57,8 @@ class TargetSpec:
     rpc_key: str | None = None
     host_requires: tuple[str, ...] = ()
     host_priority: int = 0
+    vector_bits: int = 128
+    vector_registers: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -131,6 +135,8 @@ def load_target_file(path: Path) -> TargetSpec:
         rpc_key=ours.pop("rpc_key", None),
         host_requires=tuple(ours.pop("host_requires", ())),
         host_priority=int(ours.pop("host_priority", 0)),
+        vector_bits=int(ours.pop("vector_bits", 128)),
+        vector_registers=int(ours.pop("vector_registers", 16)),
         extra=ours,
     )
     if spec.tvm.get("kind") == "llvm" and "num-cores" not in spec.tvm and spec.export == "native":

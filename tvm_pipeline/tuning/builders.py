@@ -25,7 +25,7 @@ def build_candidate(mod, target, compiler: str | None = None) -> str:
     rather than in the runner's single process, which would link a tarball serially between
     timings), or with ``compiler`` for a remote device (its RPC server loads a ``.so`` as is)."""
     # pylint: disable=import-outside-toplevel
-    from tvm.driver import build as tvm_build
+    from tvm.tirx import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     from tvm.support import cc
 

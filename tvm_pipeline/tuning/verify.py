@@ -81,7 +81,7 @@ def run_kernel_timed(mod, target, args: list[np.ndarray],
     """``run_kernel``, then (``timed``) the kernel's mean time in seconds over 2 repeats of at least
     10 ms each, on the same arguments (nan when not timed)."""
     import tvm  # pylint: disable=import-outside-toplevel
-    from tvm.driver import build as tvm_build  # pylint: disable=import-outside-toplevel
+    from tvm.tirx import build as tvm_build  # pylint: disable=import-outside-toplevel
 
     use_physical_cores()
     func = _main(mod).with_attr("global_symbol", "main")
@@ -121,6 +121,37 @@ def schedule_deviation(workload, scheduled, target) -> float:
     """In-process: the deviation of ``scheduled`` from the unscheduled ``workload`` (<= 1: correct)."""
     args, want = reference_run(workload, target)
     return deviation(run_kernel(scheduled, target, args), want)
+
+
+def _run_built(function, args: list[np.ndarray]) -> list[np.ndarray]:
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    tensors = [tvm.runtime.tensor(a, tvm.cpu()) for a in args]
+    function(*tensors)
+    return [t.numpy() for t in tensors]
+
+
+def schedule_deviations(pairs: list[tuple], target) -> list[float]:
+    """In-process, for many kernels at once: the deviation of each ``(unscheduled, scheduled)``
+    PrimFunc pair (<= 1: correct). Every function goes into one library, so the compiler's fixed
+    cost (code generation and JIT, ~0.15 s per library here) is paid once, not per kernel."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm.tirx import build as tvm_build  # pylint: disable=import-outside-toplevel
+
+    if not pairs:
+        return []
+    use_physical_cores()
+    funcs = {}
+    for i, (reference, scheduled) in enumerate(pairs):
+        funcs[f"reference_{i}"] = reference.with_attr("global_symbol", f"reference_{i}")
+        funcs[f"scheduled_{i}"] = scheduled.with_attr("global_symbol", f"scheduled_{i}")
+    lib = tvm_build(tvm.IRModule(funcs), target=target)
+    out = []
+    for i, (reference, _) in enumerate(pairs):
+        args = seeded_arguments(tvm.IRModule({"main": reference}))
+        want = _run_built(lib[f"reference_{i}"], [a.copy() for a in args])
+        out.append(deviation(_run_built(lib[f"scheduled_{i}"], args), want))
+    return out
 
 
 def check_kernel(mod, target, reference: Reference) -> float:

@@ -1,0 +1,95 @@
+"""Default CPU schedules: the policy's tiles fit every CPU target's registers, every kernel of a
+MobileNet gets a checked default schedule, and a wrong default is caught and left naive."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import tvm
+
+from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare
+from tvm_pipeline.codegen import defaults
+from tvm_pipeline.lowering.schedules import CpuParams, Sketched, default_schedule, policy
+from tvm_pipeline.target.spec import list_targets
+from tvm_pipeline.tuning import borrow
+
+CPU_TARGETS = [t for t in list_targets() if t.device == "cpu"]
+# (columns, channels) of real CNN layers: MobileNet 112..7, SqueezeNet's 13x13x1000, odd widths
+LAYERS = [(112, 32), (56, 144), (28, 192), (14, 576), (7, 960), (13, 1000), (55, 64), (1, 1000),
+          (27, 128), (3, 3), (10, 20), (17, 72)]
+
+
+@pytest.mark.parametrize("spec", CPU_TARGETS, ids=lambda t: t.name)
+def test_register_tiles_fit_the_register_file_and_divide_the_loops(spec):
+    params = CpuParams(spec.vector_bits, spec.vector_registers, 4)
+    for columns, channels in LAYERS:
+        cols, inner = policy.register_tile(columns, channels, params)
+        vectors = -(-inner // params.lanes)
+        assert columns % cols == 0 and channels % inner == 0, (columns, channels, cols, inner)
+        assert cols * vectors + vectors + 1 <= spec.vector_registers
+        if channels % params.lanes == 0:
+            assert inner % params.lanes == 0        # whole vectors whenever they divide
+
+
+def test_tiles_prefer_enough_accumulators_to_hide_fma_latency():
+    avx2 = CpuParams(256, 16, 2)
+    assert policy.register_tile(7, 960, avx2) == (7, 8)       # 7 accumulators, not 1 x 16
+    assert policy.register_tile(13, 1000, avx2) == (13, 8)    # prime width: the whole row
+    assert policy.register_tile(56, 144, avx2) == (4, 16)
+    tiles = policy.spatial_tiles([1, 56, 56, 144], True, avx2)
+    assert tiles == [[1, 1, 1, 1], [56, 1, 1, 1], [14, 1, 1, 4], [9, 1, 1, 16]]
+    assert policy.spatial_tiles([1, 56, 56, 144], False, avx2)[-1] == [9, 1, 1, 16]
+
+
+@pytest.fixture(scope="module")
+def prepared_host(small_v2):
+    return prepare(small_v2)
+
+
+def test_every_kernel_gets_a_checked_default_schedule(prepared_host):
+    target = prepared_host.target.to_tvm()
+    mod, result = defaults.apply_defaults(prepared_host.mod.clone(), prepared_host.target, target)
+    assert result.naive == {}
+    assert sorted(result.scheduled) == sorted(k.name for k in prepared_host.kernels)
+    for name in result.scheduled:
+        assert mod[name].attrs["tirx.is_scheduled"]
+
+
+def _zero_to_half(func):
+    """A wrong kernel: every float 0.0 (accumulator init, ReLU floor) becomes 0.5 (edited in its
+    TVMScript and parsed back)."""
+    text = func.script()
+    assert "T.float32(0.0)" in text
+    return tvm.script.from_source(text.replace("T.float32(0.0)", "T.float32(0.5)"))
+
+
+def test_a_wrong_default_schedule_is_dropped_with_the_reason(prepared_host, monkeypatch):
+    target = prepared_host.target.to_tvm()
+    conv = next(k.name for k in prepared_host.kernels if "conv2d" in k.name)
+
+    def faulty(func, tgt, params):
+        sketched = default_schedule(func, tgt, params)
+        is_conv = func.same_as(prepared_host.mod[conv])
+        return Sketched(_zero_to_half(sketched.func), sketched.sketch) if is_conv else sketched
+
+    monkeypatch.setattr(defaults, "default_schedule", faulty)
+    mod, result = defaults.apply_defaults(prepared_host.mod.clone(), prepared_host.target, target)
+    assert list(result.naive) == [conv]
+    assert "wrong results" in result.naive[conv]
+    assert not borrow.is_scheduled(mod[conv])
+    assert conv not in result.scheduled and len(result.scheduled) == len(prepared_host.kernels) - 1
+
+
+def test_cross_target_defaults_have_neon_fmas(small_v2, tmp_path):
+    """rpi4 (cross-compiled, checked on this CPU): 0 naive kernels, NEON vector FMAs in the code."""
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if objdump is None or shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip("the aarch64 cross toolchain is not installed (scripts/setup.sh test does it)")
+    result = compile_model(prepare(small_v2, "rpi4"), tmp_path / "v2-rpi4.tvm",
+                           CompileOptions(use_database=False))
+    assert result.build.naive_kernels == [] and result.build.default_kernels
+    text = subprocess.run([objdump, "-d", str(result.artifact.path / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "fmla\tv" in text            # fmla v0.4s, v1.4s, v2.4s: a 4-lane vector FMA

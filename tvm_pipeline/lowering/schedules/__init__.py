@@ -1,0 +1,8 @@
+"""Default schedules for CPU kernels nobody tuned: MetaSchedule's design-space sketches with
+decisions derived from the loop extents and the target's vector unit (``policy``), replayed and
+postprocessed (``sketch``). GPU targets use DLight's rules instead (``lowering.backends``)."""
+
+from .policy import CpuParams
+from .sketch import SketchError, Sketched, default_schedule
+
+__all__ = ["CpuParams", "SketchError", "Sketched", "default_schedule"]

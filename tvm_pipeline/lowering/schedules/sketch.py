@@ -1,0 +1,153 @@
+"""Default CPU schedules: MetaSchedule's own design space, with decisions derived, not measured.
+
+For one kernel, MetaSchedule's CPU space generator writes a few sketches (multi-level tiling
+``SSRSRS`` of the main block with its epilogue fused at one of several levels, auto-inlining,
+parallel/vectorize/unroll annotations). Tuning samples their open decisions and measures. Here
+each sketch is replayed once with the decisions of ``policy`` (vector-width channel tiles, a
+register tile along the image width, reductions inside), MetaSchedule's postprocessors for the
+target run on it, and the first sketch that goes through (``preference``) is the kernel's default
+schedule. Kernel families need no special cases: convolutions (standard, strided, grouped,
+depthwise, pointwise), dense layers, pooling and reductions are all tiled blocks with spatial and
+reduction axes; elementwise, layout and data-movement kernels have no tiles, only the parallel and
+vectorized loops the postprocessors write.
+
+The result is unchecked: callers verify it against the unscheduled kernel (``tuning.verify``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
+
+from . import policy
+
+_TILE, _SPLIT, _CATEGORICAL, _LOCATION = ("SamplePerfectTile", "Split", "SampleCategorical",
+                                          "SampleComputeLocation")
+_SPATIAL_LEVELS, _REDUCTION_LEVELS = 4, 2
+ROOT = -1                 # SampleComputeLocation: compute the producer at the root
+_CUSTOM_RULE = "schedule_rule"
+_RFACTOR = "RFactor"
+
+
+@dataclass(frozen=True)
+class Sketched:
+    func: tvm.tirx.PrimFunc     # the scheduled kernel (``tirx.is_scheduled``)
+    sketch: int                 # which of MetaSchedule's design spaces it came from
+
+
+class SketchError(Exception):
+    """No sketch of this kernel could be replayed with the policy's decisions."""
+
+
+def without_custom_rules(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """``func`` without TOPI's ``schedule_rule`` block annotations (e.g. ``meta_schedule.pool_max``):
+    no CPU rule is registered under those names, and MetaSchedule warns about each before it falls
+    back to its generic rules, which is what a default schedule uses anyway."""
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    for block in sch.get_child_blocks(sch.get_sblock("root", func_name="main")):
+        if _CUSTOM_RULE in sch.get(block).annotations:
+            sch.unannotate(block, _CUSTOM_RULE)
+    return sch.mod["main"]
+
+
+def design_spaces(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> list:
+    context = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
+                             space_generator="post-order-apply", num_threads=1)
+    return list(context.generate_design_space())
+
+
+def _tile_groups(trace) -> list[list]:
+    """The SamplePerfectTile instructions of a trace, one group per tiled block (a block's samples
+    follow each other, separated only by their splits)."""
+    groups, current = [], []
+    for inst in trace.insts:
+        name = inst.kind.name
+        if name == _TILE:
+            current.append(inst)
+        elif name != _SPLIT and current:
+            groups.append(current)
+            current = []
+    return groups + ([current] if current else [])
+
+
+def _loop_extents(func, trace) -> dict:
+    """Extent of the loop each SamplePerfectTile splits (replaying the sketch as sampled)."""
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    extents = {}
+
+    def record(inst, inputs, _attrs, decision):
+        if inst.kind.name == _TILE:
+            extents[inst] = int(sch.get(inputs[0]).extent)
+        return decision
+
+    trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=record)
+    return extents
+
+
+def plan(func, trace, params: policy.CpuParams) -> tuple[dict, bool]:
+    """The policy's tile decisions for every SamplePerfectTile, and whether the kernel reduces."""
+    extents = _loop_extents(func, trace)
+    decisions, reduces = {}, False
+    for group in _tile_groups(trace):
+        spatial = [i for i in group if int(i.attrs[0]) == _SPATIAL_LEVELS]
+        reduction = [i for i in group if int(i.attrs[0]) == _REDUCTION_LEVELS]
+        reduces = reduces or bool(reduction)
+        tiles = policy.spatial_tiles([extents[i] for i in spatial], bool(reduction), params)
+        decisions.update(zip(spatial, tiles))
+        decisions.update(zip(reduction, policy.reduction_tiles([extents[i] for i in reduction])))
+    return decisions, reduces
+
+
+def replay(func, trace, target, params: policy.CpuParams):
+    """``trace`` replayed on ``func`` with the policy's decisions, postprocessed; None when a
+    postprocessor rejects it."""
+    decisions, reduces = plan(func, trace, params)
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+
+    def decide(inst, _inputs, attrs, decision):
+        name = inst.kind.name
+        if name == _TILE:
+            return decisions.get(inst, decision)
+        if name == _CATEGORICAL:
+            return policy.unroll_choice([int(c) for c in attrs[0]], reduces)
+        if name == _LOCATION:
+            return ROOT
+        return decision
+
+    trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
+    for postproc in ms.postproc.Postproc.create(target.kind.name):
+        if not postproc.apply(sch):
+            return None
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def preference(spaces: list) -> list[int]:
+    """The order in which sketches are tried: the multi-level tilings first, the most fused
+    (MetaSchedule writes them last) first; the reduction-factoring (``rfactor``) sketches last,
+    which split a reduction across threads and only pay off when there is nothing else to
+    parallelise (measured on 1x1 squeeze-excite convolutions: the rfactor sketch's code had no
+    vector FMA at all)."""
+    def factors(index: int) -> bool:
+        return any(inst.kind.name == _RFACTOR for inst in spaces[index].trace.insts)
+    order = list(reversed(range(len(spaces))))
+    return [i for i in order if not factors(i)] + [i for i in order if factors(i)]
+
+
+def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) -> Sketched:
+    """The kernel's default schedule: the most fused sketch that replays; SketchError if none."""
+    func = without_custom_rules(func)
+    spaces = design_spaces(func, target)
+    reasons = []
+    for index in preference(spaces):
+        try:
+            scheduled = replay(func, spaces[index].trace, target, params)
+        except tvm.TVMError as err:
+            reasons.append(f"sketch {index}: {str(err).strip().splitlines()[-1][:200]}")
+            continue
+        if scheduled is not None:
+            return Sketched(scheduled, index)
+        reasons.append(f"sketch {index}: a postprocessor rejected it")
+    raise SketchError("; ".join(reasons) or "MetaSchedule wrote no sketch for it")
