@@ -4,7 +4,8 @@ The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command f
 
     import tvm_pipeline as tp
 
-    # 0. a model: bring your own ONNX file, or build a MobileNet with seeded weights
+    # 0. a model: bring your own ONNX file, or build one with seeded weights (MobileNet V1/V2 at
+    #    any width, or a corpus architecture: tvm_pipeline.models.list_models())
     tp.export_mobilenet(tp.MobileNetSpec("v2", alpha=1.0, resolution=224), "v2.onnx")
 
     # 1. load: ONNX checker, static input shapes (from the model or given), shape subgraphs folded
@@ -20,7 +21,9 @@ The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command f
     #    kernel; tp.distill("x86-avx512") then keeps only the best verified record per kernel
 
     # 4. compile: apply the target's database (on CPUs, a kernel without a record borrows the
-    #    schedule of the most similar tuned kernel), pack weights, build, validate against ONNX
+    #    schedule of the most similar tuned kernel, or gets its default schedule; every such
+    #    schedule is checked against the unscheduled kernel, and on this machine's targets a
+    #    faster default replaces a slower tuned one), pack weights, build, validate against ONNX
     #    Runtime, and only then write the artifact folder (model.so + metadata.json)
     result = tp.compile(prepared, "v2.tvm")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -78,7 +79,8 @@ def test_foreign_model_with_input_shape(cli, tmp_path):
     assert meta["validation"]["passed"] and meta["validation"]["outputs"][0]["max_abs"] <= 1e-4
 
 
-@pytest.mark.parametrize("case", ["missing", "malformed", "dynamic", "wrong-shape", "unsupported"])
+@pytest.mark.parametrize("case", ["missing", "malformed", "dynamic", "wrong-shape", "unsupported",
+                                  "fifo", "endless", "huge-dim", "zero-budget"])
 def test_bad_input_clear_error_no_traceback(case, tmp_path):
     """Run the real console entry point in a subprocess: one paragraph, non-zero, no traceback."""
     args, code = _bad_case(case, tmp_path)
@@ -97,6 +99,12 @@ def _bad_case(case: str, tmp_path):
         path = tmp_path / "bad.onnx"
         path.write_bytes(b"not an onnx model at all" * 100)
         return ["compile", path, *out], InputFileError.exit_code
+    if case == "fifo":                    # reading it would block forever
+        os.mkfifo(tmp_path / "pipe.onnx")
+        return ["compile", tmp_path / "pipe.onnx", *out], InputFileError.exit_code
+    if case == "endless":                 # reading it would never end
+        (tmp_path / "zero.onnx").symlink_to("/dev/zero")
+        return ["compile", tmp_path / "zero.onnx", *out], InputFileError.exit_code
     path = tmp_path / "exported.onnx"
     model = exported_style_model()
     if case == "unsupported":
@@ -108,6 +116,11 @@ def _bad_case(case: str, tmp_path):
     onnx.save(model, path)
     if case == "dynamic":
         return ["compile", path, *out], UsageError.exit_code
+    if case == "huge-dim":
+        return ["compile", path, "--input-shape", f"x:1,3,{2**63},32", *out], UsageError.exit_code
+    if case == "zero-budget":
+        return ["tune", path, "--input-shape", "x:1,3,32,32", "--time-budget", "0",
+                "--logs", tmp_path / "logs"], UsageError.exit_code
     return ["compile", path, "--input-shape", "x:1,3,32", *out], UsageError.exit_code
 
 

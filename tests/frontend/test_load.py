@@ -15,7 +15,9 @@ def test_parse_input_shapes():
     assert parse_input_shapes(["input:1,3,224,224"]) == {"input": (1, 3, 224, 224)}
     assert parse_input_shapes(["1,3,96,96"]) == {"": (1, 3, 96, 96)}
     assert parse_input_shapes(["a:1x3x8x8", "b:2,4"]) == {"a": (1, 3, 8, 8), "b": (2, 4)}
-    for bad in ["input:", "input:1,a,3", "input:1,0,3", ":::"]:
+    # TensorFlow-style names carry a colon: the dims follow the last one
+    assert parse_input_shapes(["input:0:1,224,224,3"]) == {"input:0": (1, 224, 224, 3)}
+    for bad in ["input:", "input:1,a,3", "input:1,0,3", ":::", f"input:1,{2**63},3"]:
         with pytest.raises(UsageError, match="input-shape"):
             parse_input_shapes([bad])
 

@@ -93,3 +93,19 @@ def test_cross_target_defaults_have_neon_fmas(small_v2, tmp_path):
     text = subprocess.run([objdump, "-d", str(result.artifact.path / "model.so")],
                           capture_output=True, text=True, check=True).stdout
     assert "fmla\tv" in text            # fmla v0.4s, v1.4s, v2.4s: a 4-lane vector FMA
+
+
+def test_a_slower_tuned_schedule_loses_the_race_to_the_default(prepared_host):
+    """A 'tuned' schedule that is really the naive loop nest (correct, slow) is replaced by the
+    kernel's default when the target runs here; a kernel nobody asked about is left alone."""
+    target = prepared_host.target.to_tvm()
+    convs = [k.name for k in prepared_host.kernels if "conv2d" in k.name]
+    slow, untouched = convs[0], convs[1]
+    mod = prepared_host.mod.clone()
+    mod[slow] = mod[slow].with_attr("tirx.is_scheduled", True)
+    result = defaults.DefaultsResult()
+    with target:
+        mod = defaults.race(mod, prepared_host.mod, [slow], prepared_host.target, target, result)
+    mine, default = result.replaced[slow]
+    assert default * (1 + defaults.RACE_MARGIN) < mine
+    assert not mod[slow].same_as(prepared_host.mod[slow]) and untouched not in result.replaced

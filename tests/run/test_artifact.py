@@ -1,7 +1,9 @@
-"""Artifacts: a re-compiled artifact at the same path is the one that runs."""
+"""Artifacts: a re-compiled artifact at the same path is the one that runs; a damaged one is refused
+before anything loads it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,10 +11,12 @@ import textwrap
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from conftest import const, make_model
 from tvm_pipeline import compile as compile_model, prepare
+from tvm_pipeline.errors import InputFileError
 from tvm_pipeline.run.artifact import load_artifact
 
 
@@ -61,3 +65,55 @@ def test_artifacts_run_on_every_physical_core(tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env={**env, "TVM_NUM_THREADS": "1"}, timeout=300)
     assert res.returncode == 0 and res.stdout.split()[0] == "1", res.stderr[-2000:]
+
+
+def _damage(path, case: str):
+    meta_path = path / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    if case == "truncated-library":           # used to crash the loader with SIGBUS
+        data = (path / "model.so").read_bytes()
+        (path / "model.so").write_bytes(data[: len(data) // 2])
+    elif case == "swapped-library":
+        (path / "model.so").write_bytes((path / "model.so").read_bytes() + b"\0")
+    elif case == "library-outside":
+        meta["library"] = "../../../etc/passwd"
+        meta_path.write_text(json.dumps(meta))
+    elif case == "unknown-version":
+        meta["format_version"] = 99
+        meta_path.write_text(json.dumps(meta))
+    elif case == "metadata-list":
+        meta_path.write_text("[1, 2, 3]")
+    elif case == "metadata-not-utf8":
+        meta_path.write_bytes(b"\xff\xfe{\x00")
+    return {"truncated-library": "truncated", "swapped-library": "replaced",
+            "library-outside": "not a file name inside", "unknown-version": "version 99",
+            "metadata-list": "not tvm-pipeline metadata",
+            "metadata-not-utf8": "not valid JSON"}[case]
+
+
+@pytest.mark.parametrize("case", ["truncated-library", "swapped-library", "library-outside",
+                                  "unknown-version", "metadata-list", "metadata-not-utf8"])
+def test_damaged_artifacts_are_refused_before_loading(case, tmp_path):
+    out = tmp_path / "m.tvm"
+    compile_model(prepare(_affine(tmp_path / "a.onnx", 2.0)), out)
+    expected = _damage(out, case)
+    with pytest.raises(InputFileError, match=expected) as info:
+        load_artifact(out)
+    assert info.value.exit_code == 3
+    # the CLI: one paragraph, exit 3, no crash or traceback
+    res = subprocess.run([sys.executable, "-m", "tvm_pipeline", "validate", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_staging_left_by_a_killed_compile_is_removed_by_the_next(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    abandoned = tmp_path / f".m.tvm.{dead}.abc123.tmp"
+    abandoned.mkdir()
+    (abandoned / "model.so").write_bytes(b"half a library")
+    mine = tmp_path / f".m.tvm.{os.getpid()}.def456.tmp"     # a live process's: kept
+    mine.mkdir()
+    compile_model(prepare(_affine(tmp_path / "a.onnx", 2.0)), tmp_path / "m.tvm")
+    assert not abandoned.exists() and mine.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.onnx", "m.tvm", mine.name])

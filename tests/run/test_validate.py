@@ -204,3 +204,17 @@ def test_image_validation_end_to_end(tmp_path, module, reference):
     Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(img)
     report = validate(module, reference, INPUTS, OUTPUTS, ValidateOptions(samples=0, images=(img,)))
     assert report.passed and report.samples == 1
+
+
+def test_matching_nonfinite_outputs_fail_unless_allowed(module, reference):
+    """Inf weights make both sides Inf: agreement proves nothing, so it fails by default."""
+    def edit(outs):
+        outs[0][0, 5] = np.inf
+        return outs
+    both_inf = perturbed(reference, edit)
+    report = validate(perturbed(module, edit), both_inf, INPUTS, OUTPUTS, ONE)
+    out = report.outputs[0]
+    assert not out.passed and "ONNX Runtime itself produced 1 NaN/Inf" in out.failure
+    assert "(0, 5)" in out.failure and "--allow-nonfinite" in out.failure
+    allowed = ValidateOptions(samples=1, tolerances=Tolerances(allow_nonfinite=True))
+    assert validate(perturbed(module, edit), both_inf, INPUTS, OUTPUTS, allowed).passed

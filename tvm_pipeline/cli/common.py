@@ -54,6 +54,9 @@ def add_validation(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
     group.add_argument("--min-cosine", type=float, default=0.9999,
                        help="minimum cosine similarity per output (default 0.9999)")
+    group.add_argument("--allow-nonfinite", action="store_true",
+                       help="accept NaN/Inf outputs where ONNX Runtime gives the same (by default "
+                            "a model whose reference outputs are not finite fails validation)")
 
 
 def add_remote(parser: argparse.ArgumentParser, server: bool = True) -> None:
@@ -100,7 +103,8 @@ def validate_options(args: argparse.Namespace):
 
     return ValidateOptions(samples=args.samples, seed=args.seed,
                            images=tuple(Path(p) for p in args.image),
-                           tolerances=Tolerances(args.atol, args.rtol, args.min_cosine))
+                           tolerances=Tolerances(args.atol, args.rtol, args.min_cosine,
+                                                 args.allow_nonfinite))
 
 
 def input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:

@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
                           **result.artifact.metadata})
         return 0
     print(result.build.summary())
-    if result.build.untuned_kernels:
-        print(f"  to tune the {len(result.build.untuned_kernels)} untuned kernels (tuned ones are "
+    without_record = [k for k in result.build.untuned_kernels if k not in result.build.replaced]
+    if without_record:
+        print(f"  to tune the {len(without_record)} kernels without a record (tuned ones are "
               f"skipped): tvm-pipeline tune {args.model} --target {prepared.target.name} "
               "--time-budget 10m")
     if result.checks is not None:

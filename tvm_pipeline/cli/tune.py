@@ -18,7 +18,12 @@ def parse_duration(text: str | None) -> float | None:
     if not match:
         raise UsageError(f"Cannot parse --time-budget '{text}'.",
                          hint="Use seconds or a unit: 600, 600s, 30m, 1.5h.")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+    seconds = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+    if seconds <= 0:
+        raise UsageError(f"--time-budget '{text}' is zero: a tuning run needs some time.",
+                         hint="Give a positive duration (e.g. 10m), or leave --time-budget out for "
+                              "no time limit.")
+    return seconds
 
 
 def register(sub) -> None:

@@ -27,9 +27,9 @@ from ..lowering import backends
 from ..lowering.prepare import PreparedModule, list_kernels
 from ..target.toolchains import Toolchain
 from ..tuning import borrow, database as db
-from .defaults import DefaultsResult, apply_defaults
+from .defaults import DefaultsResult, apply_defaults, race
 
-SOURCES = ("tuned", "borrowed", "default", "naive")
+RACE_MIN_SHARE = 0.01     # kernels below 1% of the arithmetic keep their tuned or borrowed schedule
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class BuildOptions:
     shipped_logs: bool = True        # False: only the writable root's database (benchmarks)
     borrow: bool = True              # CPU kernels without a record: borrow a similar one's schedule
     defaults: bool = True            # kernels still unscheduled: default schedules (else naive)
+    race: bool = True                # targets that run here: a default faster than a tuned or
+                                     # borrowed schedule replaces it (see defaults.race)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class BuildResult:
     default_kernels: list[str] = field(default_factory=list)   # CPU rules or DLight (GPU)
     borrowed_kernels: list[str] = field(default_factory=list)  # schedules of similar tuned kernels
     naive_reasons: dict[str, str] = field(default_factory=dict)  # naive kernel -> why
+    # kernel -> (ms with its tuned or borrowed schedule, ms with the default that replaced it)
+    replaced: dict[str, tuple[float, float]] = field(default_factory=dict)
     work: dict[str, float] = field(default_factory=dict)   # kernel -> FLOPs x calls in the model
 
     @property
@@ -82,7 +86,11 @@ class BuildResult:
                  for source, names in self.by_source().items()]
         text = f"{self.kernels_total} kernels: {', '.join(parts)}; database: {where}"
         if self.borrowed_kernels or self.default_kernels:
-            text += "\n  borrowed and default schedules are checked against the unscheduled kernels, not measured"
+            text += "\n  borrowed and default schedules are checked against the unscheduled kernels"
+        if self.replaced:
+            saved = sum(mine - default for mine, default in self.replaced.values())
+            text += (f"\n  {len(self.replaced)} tuned or borrowed schedules were slower here than the "
+                     f"default and were replaced ({saved:.2f} ms per run saved, timed per kernel)")
         for kernel in self.naive_kernels:
             text += f"\n  naive {kernel}: {self.naive_reasons.get(kernel, 'not scheduled')}"
         return text
@@ -98,7 +106,9 @@ class BuildResult:
             "kernels": {"total": self.kernels_total,
                         **{source: {"count": len(names), "work_share": round(self.work_share(names), 4),
                                     "names": sorted(names)} for source, names in groups.items()},
-                        "naive_reasons": dict(sorted(self.naive_reasons.items()))},
+                        "naive_reasons": dict(sorted(self.naive_reasons.items())),
+                        "replaced_by_default_ms": {k: [round(a, 4), round(b, 4)]
+                                                   for k, (a, b) in sorted(self.replaced.items())}},
             "build_seconds": round(self.seconds, 2),
         }
 
@@ -131,19 +141,31 @@ class _Schedules:
     defaults: DefaultsResult
 
 
+def _heavy(kernels: set[str], work: dict[str, float]) -> list[str]:
+    """The kernels doing at least ``RACE_MIN_SHARE`` of the model's arithmetic: the only ones
+    worth racing (each race costs an optimised build of both schedules)."""
+    total = sum(work.values()) or 1.0
+    return sorted(k for k in kernels if work.get(k, 0.0) >= RACE_MIN_SHARE * total)
+
+
 def _schedule(prepared: PreparedModule, options: BuildOptions, members: list,
-              target: tvm.target.Target) -> tuple[tvm.IRModule, _Schedules]:
+              target: tvm.target.Target, work: dict[str, float]) -> tuple[tvm.IRModule, _Schedules]:
     """Tuned, then borrowed, then default schedules (inside the target and database scopes)."""
     mod = _with_global_infos(relax.transform.MetaScheduleApplyDatabase()(prepared.mod),
                              prepared.mod)
     tuned, _ = _scheduled(mod)
     borrowed: list[str] = []
     if options.borrow and members and not backends.is_gpu(target):
-        mod, borrowed = borrow.borrow_schedules(mod, members, target,
-                                                check=prepared.target.runs_on_host)
+        mod, borrowed = borrow.borrow_schedules(mod, members, target, spec=prepared.target)
     defaults = DefaultsResult()
     if options.defaults and not backends.is_gpu(target):
         mod, defaults = apply_defaults(mod, prepared.target, target)
+        if options.race:
+            mod = race(mod, prepared.mod, _heavy(tuned | set(borrowed), work), prepared.target,
+                       target, defaults)
+            defaults.scheduled += sorted(defaults.replaced)
+            tuned -= set(defaults.replaced)
+            borrowed = [k for k in borrowed if k not in defaults.replaced]
     mod = backends.after_database_pass(target)(mod)
     if options.defaults:
         before, _ = _scheduled(mod)
@@ -162,7 +184,7 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
     members = [db.open_json_database(d) for d in dirs]
     work = _work(prepared.mod)
     with target, db.union(members), tvm.transform.PassContext(opt_level=3):
-        mod, done = _schedule(prepared, options, members, target)
+        mod, done = _schedule(prepared, options, members, target, work)
         try:
             executable = tvm.compile(mod, target=target,
                                      relax_pipeline=backends.relax_pipeline(target),
@@ -182,6 +204,7 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
         default_kernels=sorted(packed.get(k, k) for k in done.defaults.scheduled),
         naive_kernels=sorted(naive),
         naive_reasons={packed.get(k, k): r for k, r in done.defaults.naive.items()},
+        replaced={packed.get(k, k): (a * 1e3, b * 1e3) for k, (a, b) in done.defaults.replaced.items()},
         database_dirs=dirs, database_digest=db.digest(dirs),
         seconds=time.perf_counter() - start, ir=mod,
         work={packed[k]: v for k, v in work.items()})

@@ -22,26 +22,22 @@ from ..tuning import verify
 from ..tuning.borrow import is_scheduled
 
 
+RACE_MARGIN = 0.10   # a default replaces a tuned schedule only when this much faster
+
+
 @dataclass
 class DefaultsResult:
     scheduled: list[str] = field(default_factory=list)      # kernels given a checked default
     naive: dict[str, str] = field(default_factory=dict)     # kernel -> why it stays naive
+    # kernel -> (seconds with its tuned or borrowed schedule, with the default) where the default
+    # won the race on this machine and replaced it
+    replaced: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def cpu_params(spec: TargetSpec, target: tvm.target.Target) -> CpuParams:
     cores = int(target.attrs.get("num-cores", 0) or physical_cores())
     return CpuParams(vector_bits=spec.vector_bits, vector_registers=spec.vector_registers,
                      cores=cores)
-
-
-def check_target(spec: TargetSpec, target: tvm.target.Target) -> tvm.target.Target:
-    """Where default schedules are checked: the target itself when it runs here, else this
-    machine's CPU; at LLVM ``-O0`` (what is checked is the schedule, a transformation of the loop
-    nest, and unoptimised code compiles 3x faster; the artifact's optimised code is then checked
-    whole against ONNX Runtime by validation)."""
-    base = dict(spec.tvm) if spec.runs_on_host else {
-        "kind": "llvm", "num-cores": physical_cores()}
-    return tvm.target.Target({**base, "opt-level": 0})
 
 
 def apply_defaults(mod: tvm.IRModule, spec: TargetSpec,
@@ -53,7 +49,7 @@ def apply_defaults(mod: tvm.IRModule, spec: TargetSpec,
     if not pending:
         return mod, result
     intrinsics.register_for(target.kind.name, spec.arch)
-    params, checked_on = cpu_params(spec, target), check_target(spec, target)
+    params, checked_on = cpu_params(spec, target), verify.check_target(spec, target)
     sketched = {}
     for gv, func in pending:
         try:
@@ -70,17 +66,36 @@ def apply_defaults(mod: tvm.IRModule, spec: TargetSpec,
     return mod, result
 
 
+def race(mod: tvm.IRModule, unscheduled: tvm.IRModule, kernels: list[str], spec: TargetSpec,
+         target: tvm.target.Target, result: DefaultsResult) -> tvm.IRModule:
+    """Time each of ``kernels`` (tuned or borrowed) against its default schedule on this machine
+    and keep the default where it is correct and more than ``RACE_MARGIN`` faster: a database
+    tuned elsewhere, with few trials or on other thread counts can lose to the defaults here."""
+    if not spec.runs_on_host or not kernels:
+        return mod
+    intrinsics.register_for(target.kind.name, spec.arch)
+    params = cpu_params(spec, target)
+    sketched = {}
+    for name in kernels:
+        gv = unscheduled.get_global_var(name)
+        try:
+            sketched[gv] = default_schedule(unscheduled[gv], target, params).func
+        except SketchError:
+            continue
+    deviations = _check(unscheduled, sketched, verify.check_target(spec, target))
+    correct = {gv: f for gv, f in sketched.items() if deviations[gv] <= 1.0}
+    names = list(correct)
+    seconds = verify.time_kernels([mod[gv.name_hint] for gv in names]
+                                  + [correct[gv] for gv in names], target)
+    for i, gv in enumerate(names):
+        mine, default = seconds[i], seconds[len(names) + i]
+        if default * (1 + RACE_MARGIN) < mine:
+            mod[gv.name_hint] = correct[gv]
+            result.replaced[gv.name_hint] = (mine, default)
+    return mod
+
+
 def _check(mod: tvm.IRModule, sketched: dict, checked_on: tvm.target.Target) -> dict:
-    """Deviation of each default schedule from its unscheduled kernel: all kernels in one build;
-    if that build fails, kernel by kernel, so that only the culprit is dropped."""
+    """Deviation of each default schedule (GlobalVar -> PrimFunc) from its unscheduled kernel."""
     pairs = [(mod[gv], func) for gv, func in sketched.items()]
-    try:
-        return dict(zip(sketched, verify.schedule_deviations(pairs, checked_on)))
-    except tvm.TVMError:
-        out = {}
-        for gv, pair in zip(sketched, pairs):
-            try:
-                out[gv] = verify.schedule_deviations([pair], checked_on)[0]
-            except tvm.TVMError:
-                out[gv] = float("inf")
-        return out
+    return dict(zip(sketched, verify.checked_deviations(pairs, checked_on)))

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,10 @@ import onnx
 from .analysis import TensorInfo, model_io
 from ..errors import InputFileError, ModelError, UsageError
 
-_SHAPE_RE = re.compile(r"^\s*(?:(?P<name>[^:]+):)?(?P<dims>\d+(?:\s*[,x]\s*\d+)*)\s*$")
+# the name is everything before the last colon: TensorFlow-style names contain one ("input:0")
+_SHAPE_RE = re.compile(r"^\s*(?:(?P<name>.+):)?(?P<dims>\d+(?:\s*[,x]\s*\d+)*)\s*$")
+MAX_DIM = 2**31 - 1
+MAX_MODEL_BYTES = 2 * 2**30      # protobuf's limit for one ONNX file (external data aside)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
         dims = tuple(int(d) for d in re.split(r"\s*[,x]\s*", match["dims"]))
         if any(d <= 0 for d in dims):
             raise UsageError(f"--input-shape '{spec}' has a zero dimension; every dim must be >= 1.")
+        if any(d > MAX_DIM for d in dims):
+            raise UsageError(f"--input-shape '{spec}' has a dimension above {MAX_DIM}.",
+                             hint="Give the deployment shape, e.g. --input-shape input:1,3,224,224.")
         shapes[(match["name"] or "").strip()] = dims
     return shapes
 
@@ -71,10 +78,17 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
                              hint="Check the path, or make one with `tvm-pipeline models export`.")
     if path.is_dir():
         raise InputFileError(f"{path} is a directory, not an ONNX model file.")
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(f"{path} is not a regular file (a pipe, device or socket); a model "
+                             "must be an ONNX file on disk.", hint="Pass the path of the .onnx file.")
+    if info.st_size > MAX_MODEL_BYTES:
+        raise InputFileError(f"{path} is {info.st_size / 2**30:.1f} GiB, above the 2 GiB an ONNX "
+                             "file can hold.", hint="Save large weights as ONNX external data.")
     try:
         model = onnx.load(str(path))
     except Exception as err:  # protobuf raises DecodeError/RuntimeWarning variants
-        raise InputFileError(f"{path} is not a readable ONNX model ({type(err).__name__}: {err}).",
+        raise InputFileError(f"{path} is not a readable ONNX model ({err}).",
                              hint="Re-export the model; the file may be truncated or not ONNX.") from err
     if not model.graph.node:
         raise InputFileError(f"{path} parsed as ONNX but holds an empty graph (no nodes).",

@@ -10,7 +10,9 @@ compile never leaves a half-written artifact.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -27,7 +29,7 @@ from .feeds import flatten_outputs
 from ..target.spec import use_physical_cores
 
 FORMAT = "tvm-pipeline-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: "kernels" by schedule source; the library's size and sha256
 LIBRARY = "model.so"
 METADATA = "metadata.json"
 
@@ -113,8 +115,24 @@ class LocalRunner:
 
 @functools.cache
 def _copies_dir() -> Path:
-    """This process's folder of library copies (see ``_loadable_path``)."""
-    return Path(tempfile.mkdtemp(prefix="tvm-pipeline-libs-"))
+    """This process's folder of library copies (see ``_loadable_path``), removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="tvm-pipeline-libs-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_record(path: Path) -> dict[str, Any]:
+    """What metadata records of a library: its file name, size and sha256."""
+    return {"library": path.name, "library_bytes": path.stat().st_size,
+            "library_sha256": _sha256(path)}
 
 
 def _loadable_path(library: Path) -> Path:
@@ -133,27 +151,72 @@ def _loadable_path(library: Path) -> Path:
     return copy
 
 
+def _read_metadata(meta_path: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputFileError(f"{meta_path} is not valid JSON text ({err}).",
+                             hint="Recompile the artifact.") from err
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise InputFileError(f"{meta_path} is not tvm-pipeline metadata (no \"format\": "
+                             f"\"{FORMAT}\" object).", hint="Pass the folder written by "
+                             "`tvm-pipeline compile -o PATH`, or recompile it.")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise InputFileError(f"{meta_path} has artifact format version "
+                             f"{metadata.get('format_version')!r}; this tvm-pipeline reads version "
+                             f"{FORMAT_VERSION}.", hint="Recompile the artifact with this version "
+                             "of tvm-pipeline.")
+    return metadata
+
+
+def _check_library(path: Path, metadata: dict[str, Any]) -> None:
+    """The library named in metadata: inside the folder, present, and the bytes compile wrote."""
+    name = metadata.get("library")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise InputFileError(f"{path / METADATA} names the library {name!r}, which is not a file "
+                             "name inside the artifact folder.", hint="Recompile the artifact.")
+    library = path / name
+    if not library.is_file():
+        raise InputFileError(f"Artifact {path} lacks its library {name}.",
+                             hint="Recompile the artifact.")
+    size = library.stat().st_size
+    if size != metadata.get("library_bytes") or _sha256(library) != metadata.get("library_sha256"):
+        raise InputFileError(f"The library {library} is not the one compile wrote ({size} bytes; "
+                             f"metadata records {metadata.get('library_bytes')} bytes and another "
+                             "sha256): it was truncated, damaged or replaced.",
+                             hint="Recompile the artifact; never edit its files.")
+
+
 def load_artifact(path: str | os.PathLike) -> Artifact:
     path = Path(path)
     meta_path = path / METADATA
     if not path.exists():
         raise InputFileError(f"Artifact {path} does not exist.",
                              hint="Create it with `tvm-pipeline compile MODEL -o PATH`.")
-    if not meta_path.exists():
+    if not meta_path.is_file():
         raise InputFileError(f"{path} is not a tvm-pipeline artifact (no {METADATA} inside).",
                              hint="Pass the folder written by `tvm-pipeline compile -o PATH`.")
+    metadata = _read_metadata(meta_path)
+    _check_library(path, metadata)
+    return Artifact(path, metadata)
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        metadata = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputFileError(f"{meta_path} is not valid JSON ({err}).",
-                             hint="Recompile the artifact.") from err
-    if metadata.get("format") != FORMAT:
-        raise InputFileError(f"{meta_path} is not tvm-pipeline metadata (format={metadata.get('format')!r}).")
-    artifact = Artifact(path, metadata)
-    if not artifact.library.exists():
-        raise InputFileError(f"Artifact {path} lacks its library {artifact.library.name}.",
-                             hint="Recompile the artifact.")
-    return artifact
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True             # alive, another user's
+    return True
+
+
+def _remove_abandoned_staging(destination: Path) -> None:
+    """Staging folders of ``destination`` left by a killed compile (their process is gone)."""
+    for stale in destination.parent.glob(f".{destination.name}.*.tmp"):
+        pid = stale.name[len(destination.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 class StagedArtifact:
@@ -162,12 +225,14 @@ class StagedArtifact:
     def __init__(self, destination: str | os.PathLike):
         self.destination = Path(destination)
         self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(dir=self.destination.parent,
-                                          prefix=f".{self.destination.name}.", suffix=".tmp"))
+        _remove_abandoned_staging(self.destination)
+        self.path = Path(tempfile.mkdtemp(dir=self.destination.parent, suffix=".tmp",
+                                          prefix=f".{self.destination.name}.{os.getpid()}."))
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
-        metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "library": LIBRARY,
-                    **metadata}
+        """Write metadata.json, recording the library (already written) by size and sha256."""
+        metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                    **library_record(self.path / LIBRARY), **metadata}
         (self.path / METADATA).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
 
     def artifact(self) -> Artifact:

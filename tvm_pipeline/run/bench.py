@@ -8,6 +8,12 @@ alternating blocks, ABBA style (block 0: TVM then ORT, block 1: ORT then TVM, ..
 drift of the machine (frequency, other load) hits both alike. ``threads`` sets ONNX Runtime's
 intra-op threads (the caller builds the reference with :func:`tvm_pipeline.validate.ort_runner`);
 the TVM runtime's pool is sized by ``TVM_NUM_THREADS`` before the module loads.
+
+Between blocks both engines rest for ``COOL_DOWN_S`` so that the thread pool of the one that just
+ran stops spinning before the other starts (spinning workers steal the cores the next engine
+needs). The CPU time that *other* processes used during the timed blocks is measured (the whole
+machine's busy time minus this process's) and reported as ``other_load`` in cores; above
+``BUSY_CORES`` the result is flagged unreliable: someone else shared the machine.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from ..target.spec import physical_cores
 from .feeds import Runner
 
 BLOCKS = 5   # alternating timing blocks per runner (fewer when runs < BLOCKS)
+COOL_DOWN_S = 0.2   # rest between blocks: spinning thread pools go idle
+BUSY_CORES = 0.25   # other processes' load above this many cores makes a result unreliable
 _STATS = ("mean", "median", "p90", "p99", "std", "min", "max")
 
 
@@ -70,6 +78,11 @@ class BenchResult:
     ort: LatencyStats | None
     threads: int
     warmup: int
+    other_load: float | None = None   # cores used by other processes while timing
+
+    @property
+    def reliable(self) -> bool:
+        return self.other_load is None or self.other_load <= BUSY_CORES
 
     @property
     def ratio(self) -> float | None:
@@ -85,6 +98,8 @@ class BenchResult:
             for stat in _STATS:
                 data[f"{prefix}_{stat}_ms"] = getattr(stats, f"{stat}_ms") if stats else None
         data["ratio"] = self.ratio
+        data["other_load_cores"] = None if self.other_load is None else round(self.other_load, 3)
+        data["reliable"] = self.reliable
         return data
 
     def format(self) -> str:
@@ -98,6 +113,9 @@ class BenchResult:
                 lines.append(f"{label:14}" + "".join(f"{getattr(stats, c + '_ms'):10.3f}"
                                                      for c in cols))
         ratio = self.ratio
+        if not self.reliable:
+            lines.append(f"UNRELIABLE: other processes used {self.other_load:.2f} cores while "
+                         "timing; re-run on a quiet machine")
         if ratio is not None:
             if ratio >= 1.005:
                 lines.append(f"TVM is {ratio:.2f}x slower than ONNX Runtime (median)")
@@ -127,20 +145,51 @@ def time_runner(runner: Runner, feeds: dict[str, np.ndarray],
     return LatencyStats.from_seconds(_timed(runner, feeds, options.runs))
 
 
+class _OtherLoad:
+    """CPU time used by other processes between ``start`` and ``stop``, in cores."""
+
+    def __init__(self):
+        import psutil  # pylint: disable=import-outside-toplevel
+
+        self._psutil, self._me = psutil, psutil.Process()
+
+    def _busy(self) -> tuple[float, float, float]:
+        total = self._psutil.cpu_times()
+        mine = self._me.cpu_times()
+        busy = total.user + total.system + getattr(total, "nice", 0.0)
+        return busy, mine.user + mine.system + mine.children_user + mine.children_system, \
+            time.perf_counter()
+
+    def __enter__(self) -> "_OtherLoad":
+        self._start = self._busy()
+        self.cores = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._busy()
+        wall = max(end[2] - self._start[2], 1e-9)
+        self.cores = max(0.0, (end[0] - self._start[0]) - (end[1] - self._start[1])) / wall
+
+
 def bench(runner: Runner, reference: Runner | None, feeds: dict[str, np.ndarray],
           options: BenchOptions = BenchOptions()) -> BenchResult:
     """Time ``runner`` (TVM) and ``reference`` (ONNX Runtime) in alternating ABBA blocks."""
     threads = options.threads or physical_cores()
     if reference is None:
-        return BenchResult(time_runner(runner, feeds, options), None, threads, options.warmup)
+        with _OtherLoad() as load:
+            stats = time_runner(runner, feeds, options)
+        return BenchResult(stats, None, threads, options.warmup, load.cores)
     _timed(runner, feeds, options.warmup)
     _timed(reference, feeds, options.warmup)
     blocks = min(BLOCKS, options.runs)
     sizes = [options.runs // blocks + (b < options.runs % blocks) for b in range(blocks)]
     times: dict[str, list[float]] = {"tvm": [], "ort": []}
-    for b, size in enumerate(sizes):
-        order = (("tvm", runner), ("ort", reference))
-        for key, fn in (order if b % 2 == 0 else order[::-1]):
-            times[key] += _timed(fn, feeds, size)
+    with _OtherLoad() as load:
+        for b, size in enumerate(sizes):
+            order = (("tvm", runner), ("ort", reference))
+            for key, fn in (order if b % 2 == 0 else order[::-1]):
+                time.sleep(COOL_DOWN_S)
+                times[key] += _timed(fn, feeds, size)
     return BenchResult(LatencyStats.from_seconds(times["tvm"]),
-                       LatencyStats.from_seconds(times["ort"]), threads, options.warmup)
+                       LatencyStats.from_seconds(times["ort"]), threads, options.warmup,
+                       load.cores)

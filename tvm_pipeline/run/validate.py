@@ -6,7 +6,8 @@ preprocessing, :func:`tvm_pipeline.run.feeds.preprocess`). Every output of every
 
 * same shape and dtype as the reference (a mismatch is a failure with a message, not an exception);
 * element-wise ``|got - ref| <= atol + rtol*|ref|`` (as ``numpy.allclose``; NaN/Inf must match the
-  reference's, so a NaN where the reference is finite fails);
+  reference's, so a NaN where the reference is finite fails; and a reference with any NaN/Inf
+  fails unless ``allow_nonfinite``: matching non-finite outputs prove nothing);
 * cosine similarity (flattened, float64; two all-zero tensors have cosine 1.0) ``>= min_cosine``;
 * for ``[N, C]`` outputs with ``C >= 5`` (class scores): the same argmax per row, unless the flip is
   a numerical tie: the reference's top-1/top-2 gap is ``<= 2 * e`` where ``e`` is the row's max abs
@@ -43,6 +44,7 @@ class Tolerances:
     atol: float = 1e-4
     rtol: float = 1e-3
     min_cosine: float = 0.9999
+    allow_nonfinite: bool = False     # accept NaN/Inf outputs that match the reference's
 
     def __post_init__(self) -> None:
         if not (self.atol >= 0 and self.rtol >= 0 and -1 <= self.min_cosine <= 1):
@@ -211,6 +213,13 @@ def _compare_one(got: np.ndarray, ref: np.ndarray, tol: Tolerances) -> _Sample:
     if diff.size:
         s.max_abs = float(diff.max())
         s.max_rel = float((diff / np.maximum(np.abs(r0), tol.atol or np.finfo(float).tiny)).max())
+    if not tol.allow_nonfinite and not fin_r.all():
+        i = int(np.argmax(~fin_r.ravel()))
+        s.fails["nonfinite"] = (float((~fin_r).sum()), (
+            f"ONNX Runtime itself produced {int((~fin_r).sum())} NaN/Inf value(s), first at index "
+            f"{_idx(i, r.shape)} ({r.flat[i]:.4g}): the model's outputs are not finite (Inf or NaN "
+            "weights, or an overflow), so agreement proves nothing; fix the model, or pass "
+            "--allow-nonfinite to accept matching NaN/Inf"))
     if bad.any():
         i = int(np.argmax(bad.ravel()))
         s.max_abs = s.max_rel = math.inf

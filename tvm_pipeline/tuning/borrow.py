@@ -9,10 +9,11 @@ structurally a 1x1 convolution of 14x14x512. For each kernel without a record:
 2. the candidate's trace is replayed on the new kernel with its tile sizes adapted (each
    ``SamplePerfectTile`` keeps the original inner factors as far as they divide the new extent),
    then MetaSchedule's postprocessors for the target run on it, as after any tuning trial;
-3. on a target this machine runs, each replay that succeeds is checked against the unscheduled
-   kernel (``verify``) and timed once (2 x 10 ms); the fastest correct one becomes the kernel's
-   schedule (a schedule tuned for one size can fit another size badly). On other targets, the
-   first replay that succeeds does.
+3. the nearest candidate whose trace replays is checked against the unscheduled kernel
+   (``verify``; all kernels of a model in one library); a wrong one is dropped. A schedule tuned
+   for one size can fit another size badly: on targets that run here, ``compile`` then races every
+   borrowed schedule against the kernel's default schedule and keeps the faster
+   (``codegen.defaults.race``).
 
 It is a fast path, reported as such (``borrowed`` kernels, not tuned), and ``tune`` on the model
 replaces it with real tuning of only those kernels.
@@ -110,43 +111,35 @@ def _tuned_workloads(databases: list) -> list[tuple[_Shape, object]]:
 
 
 def borrow_schedules(mod: tvm.IRModule, databases: list, target,
-                     check: bool) -> tuple[tvm.IRModule, list[str]]:
+                     spec=None) -> tuple[tvm.IRModule, list[str]]:
     """Schedule the unscheduled kernels of ``mod`` from similar tuned workloads of ``databases``.
-    Returns the module and the names of the kernels that got a borrowed schedule. ``check``: verify
-    each borrowed schedule against the unscheduled kernel on this machine."""
+    Returns the module and the names of the kernels that got a borrowed schedule. With ``spec``
+    (the TargetSpec), every borrowed schedule is first checked against the unscheduled kernel, all
+    in one library (``verify.check_target``: on this machine, also for cross targets)."""
     from . import verify  # pylint: disable=import-outside-toplevel
 
     pending = [(gv, f) for gv, f in mod.functions_items()
                if isinstance(f, tvm.tirx.PrimFunc) and not is_scheduled(f)]
-    if not pending:
-        return mod, []
-    tuned = _tuned_workloads(databases)
-    borrowed = []
+    tuned = _tuned_workloads(databases) if pending else []
+    replays = {}
     for gv, func in pending:
         shape = _shape(func)
         if shape is None:
             continue
         similar = sorted((c for c in tuned if c[0].signature == shape.signature),
                          key=lambda c: _distance(c[0], shape))
-        reference = None     # the unscheduled kernel's results, computed once per kernel
-        best = None          # (seconds, scheduled function)
-        for _, record in similar[:MAX_TRIES]:
+        for _, record in similar[:MAX_TRIES]:       # the nearest donor whose trace fits
             scheduled = _replay(record, func, target)
-            if scheduled is None:
-                continue
-            if not check:
-                best = (0.0, scheduled)
+            if scheduled is not None:
+                replays[gv] = scheduled
                 break
-            if reference is None:
-                reference = verify.reference_run(tvm.IRModule({"main": func}), target)
-            args, want = reference
-            got, seconds = verify.run_kernel_timed(tvm.IRModule({"main": scheduled}), target, args)
-            if verify.deviation(got, want) <= 1.0 and (best is None or seconds < best[0]):
-                best = (seconds, scheduled)
-        if best is not None:
-            mod[gv] = best[1]
-            borrowed.append(gv.name_hint)
-    return mod, borrowed
+    if spec is not None and replays:
+        pairs = [(mod[gv], func) for gv, func in replays.items()]
+        deviations = verify.checked_deviations(pairs, verify.check_target(spec, target))
+        replays = {gv: f for (gv, f), d in zip(replays.items(), deviations) if d <= 1.0}
+    for gv, func in replays.items():
+        mod[gv] = func
+    return mod, sorted(gv.name_hint for gv in replays)
 
 
 def is_scheduled(func) -> bool:

@@ -154,6 +154,62 @@ def schedule_deviations(pairs: list[tuple], target) -> list[float]:
     return out
 
 
+def check_target(spec, target):
+    """Where schedules of ``target`` (from a TargetSpec ``spec``) are checked: the target itself
+    when it runs here, else this machine's CPU; at LLVM ``-O0``. What is checked is the schedule,
+    a transformation of the loop nest: the same scheduled TIR compiled for this host must compute
+    what the unscheduled kernel computes, and unoptimised code compiles 3x faster (the artifact's
+    optimised code is then checked whole against ONNX Runtime by validation, on the device for
+    cross targets)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from ..target.spec import physical_cores  # pylint: disable=import-outside-toplevel
+
+    base = dict(spec.tvm) if spec.runs_on_host else {"kind": "llvm", "num-cores": physical_cores()}
+    return tvm.target.Target({**base, "opt-level": 0})
+
+
+def checked_deviations(pairs: list[tuple], target) -> list[float]:
+    """:func:`schedule_deviations`, and if the one library does not build, pair by pair, so
+    that only the culprit fails (``inf``)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    try:
+        return schedule_deviations(pairs, target)
+    except tvm.TVMError:
+        out = []
+        for pair in pairs:
+            try:
+                out.append(schedule_deviations([pair], target)[0])
+            except tvm.TVMError:
+                out.append(float("inf"))
+        return out
+
+
+def time_kernels(funcs: list, target, repeat: int = 3) -> list[float]:
+    """In-process: seconds per call of each PrimFunc (best of ``repeat`` timings of at least 5 ms
+    each) on seeded arguments, weight-layout rewrites left out (as MetaSchedule measures), all
+    built into one library."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock  # pylint: disable=import-outside-toplevel
+    from tvm.tirx import build as tvm_build  # pylint: disable=import-outside-toplevel
+
+    if not funcs:
+        return []
+    use_physical_cores()
+    named = {f"kernel_{i}": func.with_attr("global_symbol", f"kernel_{i}")
+             for i, func in enumerate(funcs)}
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(tvm.IRModule(named))
+    lib = tvm_build(mod, target=target)
+    dev = tvm.cpu()
+    out = []
+    for name in named:
+        tensors = [tvm.runtime.tensor(a, dev) for a in
+                   seeded_arguments(tvm.IRModule({"main": mod[name]}))]
+        timer = lib.time_evaluator(name, dev, number=1, repeat=repeat, min_repeat_ms=5)
+        out.append(float(min(timer(*tensors).results)))
+    return out
+
+
 def check_kernel(mod, target, reference: Reference) -> float:
     """Worker side: the deviation of scheduled ``mod`` from the reference (<= 1: correct)."""
     args, want = reference.load()

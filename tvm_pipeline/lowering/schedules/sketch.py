@@ -139,7 +139,11 @@ def preference(spaces: list) -> list[int]:
 def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) -> Sketched:
     """The kernel's default schedule: the most fused sketch that replays; SketchError if none."""
     func = without_custom_rules(func)
-    spaces = design_spaces(func, target)
+    try:
+        spaces = design_spaces(func, target)
+    except tvm.TVMError as err:
+        raise SketchError(f"MetaSchedule wrote no design space: "
+                          f"{str(err).strip().splitlines()[-1][:200]}") from err
     reasons = []
     for index in preference(spaces):
         try:
