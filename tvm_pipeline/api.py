@@ -26,7 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tuning.distill import DistillResult
     from .lowering.prepare import PreparedModule
     from .tuning.tune import TuneOptions, TuneProgress, TuneResult
+    from .observe.bisect import BisectOptions, BisectResult
+    from .observe.profile import ProfileOptions, ProfileResult
     from .run.validate import ValidateOptions, ValidationReport
+    from .observe.sweep import SweepOptions, SweepProgress, SweepResult
 
 
 def prepare(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | None = None,
@@ -137,7 +140,8 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
             options: CompileOptions = CompileOptions()) -> CompileResult:
     """Build, export, validate against ONNX Runtime, then (and only then) write the artifact."""
     from .run.artifact import StagedArtifact  # pylint: disable=import-outside-toplevel
-    from .codegen.build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
+    from .codegen.build import (BuildOptions, KERNELS_LIBRARY, KERNELS_NOTE, build,  # pylint: disable=import-outside-toplevel
+                                export_library)
     from .codegen.devicecheck.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
     from .run import validate as val  # pylint: disable=import-outside-toplevel
 
@@ -154,6 +158,11 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
     report, skipped = None, None
     with StagedArtifact(output) as staged:
         export_library(result, staged.path / "model.so", toolchain)
+        files = _device_files(checks)
+        if not prepared.target.runs_on_host and prepared.target.device == "cpu":
+            export_library(result, staged.path / KERNELS_LIBRARY, toolchain, kernels_only=True)
+            files[KERNELS_LIBRARY] = {"bytes": (staged.path / KERNELS_LIBRARY).stat().st_size,
+                                      "note": KERNELS_NOTE}
         for name, data in (checks.files() if checks else {}).items():
             (staged.path / name).write_bytes(data)
         metadata = {
@@ -166,7 +175,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
             "toolchain": toolchain.to_dict(),
             **result.metadata(),
             "device_checks": checks.to_dict() if checks else None,
-            "files": _device_files(checks),
+            "files": files,
         }
         staged.write_metadata({**metadata, "validation": None})
         remote = options.remote if options.remote is not None and options.remote.enabled else None
@@ -251,3 +260,80 @@ def classify(artifact: "Artifact | str | os.PathLike", image: str | os.PathLike,
         raise UsageError(f"classify needs a single-input model; {art.path} has {len(art.inputs)}.")
     inp = art.inputs[0]
     return cls.classify(art.runner(), inp["name"], inp["shape"], image, k)
+
+
+def profile(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | None = None,
+            options: "ProfileOptions | None" = None,
+            remote: "RemoteOptions | None" = None) -> "ProfileResult":
+    """Time per kernel (here: inside the model; on a ``remote`` device: kernel by kernel), each
+    kernel mapped to the ONNX nodes it computes, beside ONNX Runtime's own per-node profile."""
+    from .observe import profile as prof  # pylint: disable=import-outside-toplevel
+    from .run.artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
+
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    on_device = remote is not None and remote.enabled
+    return prof.profile(art, _reference_model(art, model), art.runner(remote),
+                        options or prof.ProfileOptions(), remote=on_device)
+
+
+def bisect(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | None = None,
+           input_shapes: dict[str, tuple[int, ...]] | None = None,
+           options: "BisectOptions | None" = None, compile_options: CompileOptions = CompileOptions(),
+           remote: "RemoteOptions | None" = None) -> "BisectResult":
+    """The first ONNX tensor whose TVM value (on ``target``, here or on the ``remote`` device)
+    diverges from ONNX Runtime's, with the node, its fused kernel and a reproducer. The model is
+    compiled as ``compile`` would with ``compile_options`` (without validation)."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+
+    from .observe import bisect as bis  # pylint: disable=import-outside-toplevel
+
+    loaded = model if isinstance(model, LoadedModel) else load(model, input_shapes)
+    spec = target if isinstance(target, TargetSpec) else resolve_target(target)
+    on_device = remote if remote is not None and remote.enabled else None
+    unchecked = dataclasses.replace(compile_options, validate=False, remote=None)
+    return bis.bisect(loaded, spec, lambda prepared, out: compile(prepared, out, unchecked),
+                      options or bis.BisectOptions(), on_device)
+
+
+def report(artifact: "Artifact | str | os.PathLike", output: str | os.PathLike,
+           model: str | os.PathLike | None = None, runs: int = 30,
+           remote: "RemoteOptions | None" = None) -> Path:
+    """One self-contained HTML or Markdown file (by ``output``'s suffix): the compile report, a
+    fresh validation, a benchmark against ONNX Runtime and the top kernels of a profile."""
+    from .observe import report as rep  # pylint: disable=import-outside-toplevel
+    from .observe.profile import ProfileOptions  # pylint: disable=import-outside-toplevel
+    from .run.artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
+    from .run.bench import BenchOptions  # pylint: disable=import-outside-toplevel
+
+    path = rep.check_output(output)
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    on_device = remote is not None and remote.enabled
+    runner = art.runner(remote)
+    data = rep.ReportData(art, validate(art, model, runner=runner),
+                          bench(art, model, BenchOptions(runs=runs), runner=runner,
+                                with_reference=not on_device),
+                          profile(art, model, ProfileOptions(runs=runs, with_ort=not on_device),
+                                  remote))
+    return rep.write_report(path, data)
+
+
+def sweep(options: "SweepOptions",
+          progress: "Callable[[SweepProgress], None] | None" = None) -> "SweepResult":
+    """Every MobileNet (alpha, resolution) variant of ``options``: built with seeded weights,
+    compiled and validated with :func:`compile` (shipped logs, default schedules), timed with
+    :func:`bench`; then report.md, sweep.json and PNG plots written into the output folder
+    (created and checked writable before any work). A variant that fails is recorded, not raised."""
+    from .observe import sweep as sw  # pylint: disable=import-outside-toplevel
+    from .run.bench import BenchOptions  # pylint: disable=import-outside-toplevel
+
+    def compile_variant(model_path, spec: TargetSpec, output) -> CompileResult:
+        return compile(prepare(model_path, spec), output, CompileOptions(
+            logs=options.logs, validate=True, validate_options=options.validate_options,
+            ndk=options.ndk, remote=options.remote))
+
+    def bench_variant(artifact, model_path) -> "BenchResult":
+        return bench(artifact, model_path, BenchOptions(warmup=options.warmup, runs=options.runs,
+                                                        threads=options.threads),
+                     with_reference=options.with_ort, remote=options.remote)
+
+    return sw.sweep(options, sw.Verbs(compile_variant, bench_variant), progress)

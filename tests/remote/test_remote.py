@@ -88,6 +88,22 @@ def test_validate_over_rpc_matches_onnx_runtime(cli, rpi4_artifact, device):
     assert f"running on RPC server {device.rpc()}" in res.err
 
 
+def test_profile_over_rpc_times_every_kernel_on_the_device(cli, rpi4_artifact, device, small_v2):
+    from tvm_pipeline.frontend.load import load
+
+    assert (rpi4_artifact / "kernels.so").is_file()      # compile wrote the kernels alone
+    res = cli("profile", rpi4_artifact, "--rpc", device.rpc(), "--runs", "3", "--warmup", "1",
+              "--json")
+    assert res.code == 0, res.err
+    data = json.loads(res.out)
+    assert device.rpc() in data["where"] and "one by one on the device" in data["method"]
+    assert data["kernels"] and all(k["ms"] > 0 for k in data["kernels"])
+    mapped = [n["name"] for k in data["kernels"] for n in k["nodes"]]
+    convs = [n.name for n in load(small_v2).model.graph.node if n.op_type == "Conv"]
+    assert sorted(mapped.count(c) for c in convs) == [1] * len(convs)
+    assert data["model_ms"] > 0 and data["ort_ms"] is None
+
+
 def test_validate_and_bench_through_the_tracker(cli, rpi4_artifact, farm):
     res = cli("validate", rpi4_artifact, "--tracker", farm.tracker)   # key: the target's rpc_key
     assert res.code == 0, res.err

@@ -50,13 +50,17 @@ def add_validation(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--image", action="append", default=[], metavar="FILE",
                        help="also validate on this image (MobileNet preprocessing); repeatable")
-    group.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
-    group.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
-    group.add_argument("--min-cosine", type=float, default=0.9999,
-                       help="minimum cosine similarity per output (default 0.9999)")
+    add_tolerances(group)
     group.add_argument("--allow-nonfinite", action="store_true",
                        help="accept NaN/Inf outputs where ONNX Runtime gives the same (by default "
                             "a model whose reference outputs are not finite fails validation)")
+
+
+def add_tolerances(group) -> None:
+    group.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    group.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    group.add_argument("--min-cosine", type=float, default=0.9999,
+                       help="minimum cosine similarity per tensor (default 0.9999)")
 
 
 def add_remote(parser: argparse.ArgumentParser, server: bool = True) -> None:

@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  to tune the {len(without_record)} kernels without a record (tuned ones are "
               f"skipped): tvm-pipeline tune {args.model} --target {prepared.target.name} "
               "--time-budget 10m")
+    slowest = result.build.heaviest_untuned(3)
+    if slowest:
+        print("  largest kernels without a tuned schedule: " + ", ".join(
+            f"{k} ({100 * share:.0f}% of the work, {source})" for k, share, source in slowest)
+            + f"; measured times per kernel: tvm-pipeline profile {result.artifact.path}")
     if result.checks is not None:
         print("device checks:\n" + result.checks.format())
     if result.validation is not None:

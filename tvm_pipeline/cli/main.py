@@ -12,11 +12,11 @@ import sys
 import traceback
 
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PipelineError
-from . import (bench, check, classify, compile as compile_cmd, demo, distill, inspect, models, rpc,
-               targets, tune, validate)
+from . import (bench, bisect, check, classify, compile as compile_cmd, demo, distill, inspect,
+               models, profile, report, rpc, sweep, targets, tune, validate)
 
 SUBCOMMANDS = (models, inspect, targets, tune, distill, compile_cmd, check, validate, bench, classify,
-               rpc, demo)
+               profile, bisect, sweep, report, rpc, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

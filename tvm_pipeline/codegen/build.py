@@ -59,6 +59,9 @@ class BuildResult:
     # kernel -> (ms with its tuned or borrowed schedule, ms with the default that replaced it)
     replaced: dict[str, tuple[float, float]] = field(default_factory=dict)
     work: dict[str, float] = field(default_factory=dict)   # kernel -> FLOPs x calls in the model
+    calls: dict[str, int] = field(default_factory=dict)    # kernel -> calls per run of the model
+    # kernel -> its arguments as compiled (shape, dtype), outputs last (destination passing)
+    signatures: dict[str, list[tuple[tuple[int, ...], str]]] = field(default_factory=dict)
 
     @property
     def untuned_kernels(self) -> list[str]:
@@ -80,6 +83,14 @@ class BuildResult:
         total = sum(self.work.values())
         return sum(self.work.get(k, 0.0) for k in kernels) / total if total else 0.0
 
+    def heaviest_untuned(self, count: int) -> list[tuple[str, float, str]]:
+        """The ``count`` kernels with the largest share of the work that nothing tuned:
+        (kernel, share, source), the first candidates for ``tune``."""
+        total = sum(self.work.values()) or 1.0
+        untuned = sorted(self.untuned_kernels, key=lambda k: -self.work.get(k, 0.0))[:count]
+        return [(k, self.work.get(k, 0.0) / total, self.source_of(k)) for k in untuned
+                if self.work.get(k, 0.0) > 0]
+
     def summary(self) -> str:
         where = ", ".join(str(d) for d in self.database_dirs) or "no database"
         parts = [f"{len(names)} {source} ({100 * self.work_share(names):.0f}% of the work)"
@@ -95,6 +106,14 @@ class BuildResult:
             text += f"\n  naive {kernel}: {self.naive_reasons.get(kernel, 'not scheduled')}"
         return text
 
+    def kernel_table(self) -> dict[str, dict]:
+        """Every compiled kernel: schedule source, calls and FLOPs per run, arguments as compiled
+        (what ``profile`` needs to time kernels on a device and to report GFLOP/s)."""
+        return {name: {"source": self.source_of(name), "calls": self.calls.get(name, 1),
+                       "flops": self.work.get(name, 0.0) / max(self.calls.get(name, 1), 1),
+                       "args": [[list(shape), dtype] for shape, dtype in args]}
+                for name, args in sorted(self.signatures.items())}
+
     def metadata(self) -> dict:
         target = self.prepared.target
         groups = self.by_source()
@@ -108,7 +127,8 @@ class BuildResult:
                                     "names": sorted(names)} for source, names in groups.items()},
                         "naive_reasons": dict(sorted(self.naive_reasons.items())),
                         "replaced_by_default_ms": {k: [round(a, 4), round(b, 4)]
-                                                   for k, (a, b) in sorted(self.replaced.items())}},
+                                                   for k, (a, b) in sorted(self.replaced.items())},
+                        "table": self.kernel_table()},
             "build_seconds": round(self.seconds, 2),
         }
 
@@ -186,8 +206,8 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
     with target, db.union(members), tvm.transform.PassContext(opt_level=3):
         mod, done = _schedule(prepared, options, members, target, work)
         try:
-            executable = tvm.compile(mod, target=target,
-                                     relax_pipeline=backends.relax_pipeline(target),
+            lowered = backends.relax_pipeline(target)(mod)
+            executable = tvm.compile(lowered, target=target, relax_pipeline=None,
                                      tir_pipeline=backends.tir_pipeline(target))
         except tvm.TVMError as err:
             raise ToolchainError(f"TVM failed to compile {prepared.loaded.name} for "
@@ -207,7 +227,30 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
         replaced={packed.get(k, k): (a * 1e3, b * 1e3) for k, (a, b) in done.defaults.replaced.items()},
         database_dirs=dirs, database_digest=db.digest(dirs),
         seconds=time.perf_counter() - start, ir=mod,
-        work={packed[k]: v for k, v in work.items()})
+        work={packed[k]: v for k, v in work.items()},
+        calls={packed[k.name]: k.calls for k in prepared.kernels if k.name in packed},
+        signatures=_signatures(lowered))
+
+
+def _signatures(lowered: tvm.IRModule) -> dict[str, list[tuple[tuple[int, ...], str]]]:
+    """Kernel the VM calls -> its parameters' static shapes and dtypes (kernels with a dynamic
+    shape, and kernels the lowering left uncalled, are left out)."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo  # pylint: disable=import-outside-toplevel
+
+    called = set()
+    for _, func in lowered.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, lambda e: called.add(e.name_hint) if isinstance(
+                e, tvm.ir.GlobalVar) else None)
+    table = {}
+    for gv, func in lowered.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or gv.name_hint not in called:
+            continue
+        infos = ArgInfo.from_prim_func(func)
+        if all(isinstance(d, (int, tvm.tirx.IntImm)) for info in infos for d in info.shape):
+            table[gv.name_hint] = [(tuple(int(d) for d in info.shape), str(info.dtype))
+                                   for info in infos]
+    return table
 
 
 def _packed_name(name: str, names: set[str]) -> str:
@@ -243,11 +286,20 @@ def _tail(text: str, limit: int = 800) -> str:
     return "\n".join(lines)
 
 
-def export_library(result: BuildResult, path: Path, toolchain: "Toolchain | None" = None) -> None:
-    """Write the executable as a shared library with the target's toolchain (default: native)."""
+KERNELS_LIBRARY = "kernels.so"
+KERNELS_NOTE = ("the compiled kernels alone (the same code as the model library, without the VM): "
+                "`tvm-pipeline profile --rpc` loads it to time each kernel on the device")
+
+
+def export_library(result: BuildResult, path: Path, toolchain: "Toolchain | None" = None,
+                   kernels_only: bool = False) -> None:
+    """Write the executable (or, ``kernels_only``, its kernel library without the VM, which a
+    remote device can time kernel by kernel) as a shared library with the target's toolchain
+    (default: native)."""
     toolchain = toolchain or Toolchain("native", None)
+    module = result.executable.mod.imports[0] if kernels_only else result.executable
     try:
-        result.executable.export_library(str(path), fcompile=toolchain.fcompile())
+        module.export_library(str(path), fcompile=toolchain.fcompile())
     except Exception as err:
         compiler = toolchain.compiler or "g++"
         raise ToolchainError(f"Linking the compiled module into {path} with {compiler} failed:\n"

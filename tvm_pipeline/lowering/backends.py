@@ -87,9 +87,11 @@ def schedule_pass(target: tvm.target.Target) -> tvm.transform.Pass:
     return tvm.transform.Sequential(_dlight_rules(target) if is_gpu(target) else [])
 
 
-def relax_pipeline(target: tvm.target.Target):
+def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Relax to VM-ready IR (call_tir lowered, weights packed): run before ``tvm.compile`` with
+    ``relax_pipeline=None``, so that the kernels that ship are visible to the build."""
     if not is_gpu(target):
-        return "default"
+        return relax.get_pipeline("default")
     # relax.pipeline.dataflow_lower_passes(cuda target) names backend.cuda.dataflow_lower_passes,
     # which TVM 0.27 does not export (AttributeError); every GPU backend's list is gpu_generic's.
     return tvm.transform.Sequential([*relax.backend.gpu_generic.dataflow_lower_passes(target),

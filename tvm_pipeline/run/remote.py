@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -234,21 +235,28 @@ class RemoteRunner:
         self.session = connect(options, target.get("rpc_key"))
         self.fds = _tcp_fds() - before
         self.device = self._open_device(target.get("device", "cpu"))
-        arch = target.get("arch") or "?"
-        data = artifact.library.read_bytes()
+        self._target = target
+        lib = self.load_library(artifact.library)
+        with self.step("starting the model"):
+            self.lib = lib
+            self.vm = relax.VirtualMachine(lib, self.device)
+        self.names = [t["name"] for t in artifact.inputs]
+
+    def load_library(self, path: Path):
+        """Upload a library compiled for the target and load it on the device."""
+        target = self._target
+        data = path.read_bytes()
         name = f"tvm-pipeline-{hashlib.sha256(data).hexdigest()[:16]}.so"
-        with self._step(f"uploading {artifact.library.name} ({len(data) >> 10} KiB)"):
+        with self.step(f"uploading {path.name} ({len(data) >> 10} KiB)"):
             self.session.upload(bytearray(data), name)
-        with remote_step(options, f"loading the library compiled for target "
-                                  f"'{target.get('name')}' ({arch})", self.where,
+        with remote_step(self.options, f"loading the library compiled for target "
+                                       f"'{target.get('name')}' ({target.get('arch') or '?'})",
+                         self.where,
                          hint="The device cannot load it: compile for a target that matches the "
                               "device's CPU and OS (see `tvm-pipeline targets`), e.g. "
                               "`tvm-pipeline compile MODEL --target rpi4`.",
                          on_expire=lambda: sever(self.fds)):
-            lib = self.session.load_module(name)
-        with self._step("starting the model"):
-            self.vm = relax.VirtualMachine(lib, self.device)
-        self.names = [t["name"] for t in artifact.inputs]
+            return self.session.load_module(name)
 
     def _open_device(self, kind: str):
         """The target's device on the server, checked before anything is uploaded."""
@@ -257,7 +265,7 @@ class RemoteRunner:
                               hint="Start the RPC server on a machine with that device and a TVM "
                                    "runtime that supports it, or compile for a target that matches "
                                    "the device.")
-        with self._step(f"opening device {kind}(0)"):
+        with self.step(f"opening device {kind}(0)"):
             try:
                 device = self.session.device(kind, 0)
                 present = bool(device.exist)
@@ -269,21 +277,21 @@ class RemoteRunner:
             raise missing
         return device
 
-    def _step(self, what: str):
+    def step(self, what: str):
         return remote_step(self.options, what, self.where, on_expire=lambda: sever(self.fds))
 
     def to_device(self, feeds: dict[str, np.ndarray]) -> list:
-        with self._step("copying inputs to the device"):
+        with self.step("copying inputs to the device"):
             return [self._tvm.runtime.tensor(np.ascontiguousarray(feeds[n]), self.device)
                     for n in self.names]
 
     def run_device(self, args: list):
-        with self._step("running the model"):
+        with self.step("running the model"):
             return self.vm["main"](*args)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = self.run_device(self.to_device(feeds))
-        with self._step("copying outputs back"):
+        with self.step("copying outputs back"):
             return flatten_outputs(result)
 
     def timed(self, feeds: dict[str, np.ndarray], runs: int) -> list[float]:
@@ -294,6 +302,6 @@ class RemoteRunner:
         evaluator = self.vm.time_evaluator("main", self.device, number=1, repeat=1)
         times = []
         for i in range(runs):       # one deadline per run: a slow device is not a hung one
-            with self._step(f"timing run {i + 1}/{runs} on the device"):
+            with self.step(f"timing run {i + 1}/{runs} on the device"):
                 times.append(float(evaluator(*args).results[0]))
         return times

@@ -155,8 +155,10 @@ def _spec(info: TensorInfo) -> tuple[tuple[int, ...], np.dtype]:
                          "represent; validation cannot generate data for it.") from err
 
 
-def ort_runner(model: onnx.ModelProto | bytes, threads: int | None = None) -> Runner:
-    """ONNX Runtime on the CPU, all graph optimizations, ``threads`` (default: physical cores)."""
+def ort_session(model: onnx.ModelProto | bytes, threads: int | None = None,
+                profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session, all graph optimizations, ``threads`` (default: physical
+    cores); with ``profile_prefix``, ONNX Runtime's own per-node profiling on."""
     import onnxruntime as ort  # pylint: disable=import-outside-toplevel
     if threads is not None and threads < 0:
         raise UsageError(f"The thread count must be >= 1 (or omitted for one per physical "
@@ -165,13 +167,21 @@ def ort_runner(model: onnx.ModelProto | bytes, threads: int | None = None) -> Ru
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or physical_cores()
     opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     data = bytes(model) if isinstance(model, (bytes, bytearray)) else model.SerializeToString()
     try:
-        session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     except Exception as err:
         raise ModelError(f"ONNX Runtime cannot load the reference model: {str(err).strip()[-500:]}",
                          hint=f"The reference must load in ONNX Runtime {ort.__version__} on the "
                               "CPU; check the model's opset and IR version.") from err
+
+
+def ort_runner(model: onnx.ModelProto | bytes, threads: int | None = None) -> Runner:
+    """A runner for ONNX Runtime (see :func:`ort_session`)."""
+    session = ort_session(model, threads)
     names = [o.name for o in session.get_outputs()]
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -333,4 +343,6 @@ def check(report: ValidationReport) -> None:
         + "; ".join(f"'{o.name}': {o.failure}" for o in failing) + ".",
         report=report,
         hint="If the difference is expected (reduced precision, fast-math), loosen --atol, "
-             "--rtol or --min-cosine; otherwise the compiled module is wrong for this target.")
+             "--rtol or --min-cosine; otherwise the compiled module is wrong for this target: "
+             "`tvm-pipeline bisect MODEL --target TARGET` finds the first ONNX node that "
+             "diverges and writes a reproducer.")

@@ -1,0 +1,58 @@
+"""``profile``: every kernel timed and mapped to the ONNX nodes it computes; ORT beside it."""
+
+from __future__ import annotations
+
+import json
+
+from tvm_pipeline.frontend.load import load
+
+HEAVY = {"Conv", "Gemm", "MatMul"}
+
+
+def test_profile_maps_every_heavy_node_to_exactly_one_kernel(cli, small_v2, small_v2_artifact):
+    result = cli("profile", small_v2_artifact.path, "--runs", "3", "--warmup", "1", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    table = small_v2_artifact.metadata["kernels"]["table"]
+    assert {k["name"] for k in data["kernels"]} == set(table)
+    owners: dict[str, list[str]] = {}
+    for kernel in data["kernels"]:
+        assert kernel["ms"] > 0, kernel["name"]
+        assert kernel["source"] in ("tuned", "borrowed", "default", "naive")
+        for node in kernel["nodes"]:
+            owners.setdefault(node["name"], []).append(kernel["name"])
+    model = load(small_v2).model
+    heavy = [n.name for n in model.graph.node if n.op_type in HEAVY]
+    assert heavy and all(len(owners.get(name, [])) == 1 for name in heavy), \
+        {name: owners.get(name) for name in heavy if len(owners.get(name, [])) != 1}
+    # kernels that do arithmetic compute some ONNX node, and report their speed
+    for kernel in data["kernels"]:
+        if kernel["flops"] > 0 and kernel["op_type"] in HEAVY:
+            assert kernel["gflops"] > 0
+    assert data["model_ms"] > 0 and 0 < data["kernel_ms"]
+    assert data["ort_ms"] > 0 and "Conv" in data["ort_ops"] or "FusedConv" in data["ort_ops"]
+    assert "Conv" in data["tvm_ops"]
+
+
+def test_profile_text_names_kernels_nodes_and_reconciles(cli, small_v2_artifact):
+    result = cli("profile", small_v2_artifact.path, "--runs", "2", "--warmup", "0", "--top", "5")
+    assert result.code == 0, result.err
+    assert "model" in result.out and "kernels" in result.out and "VM builtins" in result.out
+    assert "(Conv)" in result.out and "By ONNX op type" in result.out
+    assert "more kernels" in result.out
+
+
+def test_profile_of_an_artifact_without_kernel_table_says_recompile(cli, small_v2_artifact,
+                                                                   tmp_path):
+    import shutil
+
+    from tvm_pipeline.run.artifact import METADATA
+
+    copy = tmp_path / "old.tvm"
+    shutil.copytree(small_v2_artifact.path, copy)
+    meta = json.loads((copy / METADATA).read_text())
+    del meta["kernels"]["table"]
+    (copy / METADATA).write_text(json.dumps(meta))
+    result = cli("profile", copy, "--runs", "1")
+    assert result.code == 2
+    assert "Recompile" in result.err and "Traceback" not in result.err

@@ -1,0 +1,1 @@
+"""Observability: per-kernel profile, divergence bisect, the alpha x rho sweep, shareable reports."""
