@@ -136,7 +136,7 @@ def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()
 def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: disable=redefined-builtin
             options: CompileOptions = CompileOptions()) -> CompileResult:
     """Build, export, validate against ONNX Runtime, then (and only then) write the artifact."""
-    from .run.artifact import StagedArtifact  # pylint: disable=import-outside-toplevel
+    from .run.artifact import StagedArtifact, check_destination  # pylint: disable=import-outside-toplevel
     from .codegen.build import BuildOptions, build, export_library  # pylint: disable=import-outside-toplevel
     from .codegen.devicecheck.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
     from .run import validate as val  # pylint: disable=import-outside-toplevel
@@ -144,7 +144,8 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
     from .target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
     start = time.perf_counter()
-    toolchain = toolchain_for(prepared.target, options.ndk)   # before the build: fail fast
+    check_destination(output)                                 # before the build: fail fast
+    toolchain = toolchain_for(prepared.target, options.ndk)
     result = build(prepared, BuildOptions(options.logs, options.use_database, options.shipped_logs,
                                           options.borrow, options.defaults))
     checks = check_build(result, options.checks or CheckOptions())

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputFileError, UsageError
+from ..paths import check_new_folder, writing
 from .feeds import flatten_outputs
 from ..target.spec import use_physical_cores
 
@@ -219,15 +220,22 @@ def _remove_abandoned_staging(destination: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def check_destination(destination: str | os.PathLike) -> Path:
+    """Refuse, before any work, a ``-o`` path that compile could not write an artifact to."""
+    return check_new_folder(destination, "the artifact", "-o",
+                            replaceable=lambda folder: (folder / METADATA).is_file())
+
+
 class StagedArtifact:
     """A temporary folder next to the destination, renamed into place by ``commit``."""
 
     def __init__(self, destination: str | os.PathLike):
-        self.destination = Path(destination)
-        self.destination.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_staging(self.destination)
-        self.path = Path(tempfile.mkdtemp(dir=self.destination.parent, suffix=".tmp",
-                                          prefix=f".{self.destination.name}.{os.getpid()}."))
+        self.destination = check_destination(destination)
+        with writing(self.destination, "the artifact", "-o"):
+            self.destination.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned_staging(self.destination)
+            self.path = Path(tempfile.mkdtemp(dir=self.destination.parent, suffix=".tmp",
+                                              prefix=f".{self.destination.name}.{os.getpid()}."))
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
         """Write metadata.json, recording the library (already written) by size and sha256."""
@@ -239,17 +247,14 @@ class StagedArtifact:
         return Artifact(self.path, json.loads((self.path / METADATA).read_text()))
 
     def commit(self) -> Artifact:
-        dest = self.destination
-        if dest.exists() and not (dest / METADATA).exists() and any(dest.iterdir()):
-            self.discard()
-            raise UsageError(f"Refusing to overwrite {dest}: it exists and is not an artifact.",
-                             hint="Choose another -o path.")
+        dest = check_destination(self.destination)     # again: it may have changed meanwhile
         backup = None
-        if dest.exists():
-            backup = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(dest, backup)
-        os.replace(self.path, dest)
+        with writing(dest, "the artifact", "-o"):
+            if dest.exists():
+                backup = dest.with_name(f".{dest.name}.old")
+                shutil.rmtree(backup, ignore_errors=True)
+                os.replace(dest, backup)
+            os.replace(self.path, dest)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
         return load_artifact(dest)

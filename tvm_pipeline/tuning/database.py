@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import TuningError
+from ..paths import check_folder
 from ..resources import data_dir
 
 WORKLOAD_FILE = "database_workload.json"
@@ -48,6 +49,12 @@ def writable_root(explicit: str | os.PathLike | None = None) -> Path:
     if os.access(shipped, os.W_OK):
         return shipped
     return Path.home() / ".cache" / "tvm-pipeline" / "tuned_logs"
+
+
+def writable_folder(target_name: str, explicit: str | os.PathLike | None = None) -> Path:
+    """The target's database folder in the writable root, checked to be writable (before tuning)."""
+    flag = "--logs" if explicit else f"--logs (or ${LOGS_ENV})"
+    return check_folder(writable_root(explicit) / target_name, "tuning records", flag)
 
 
 def database_dirs(target_name: str, explicit: str | os.PathLike | None = None,

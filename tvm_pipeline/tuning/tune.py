@@ -285,7 +285,7 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     if target.kind.name == "llvm" and "num-cores" not in prepared.target.tvm:
         raise TuningError(f"Target {prepared.target.name} has no \"num-cores\"; MetaSchedule needs it "
                           "to tune an llvm target.", hint=f"Add it to {prepared.target.path}.")
-    folder = db.writable_root(options.logs) / prepared.target.name
+    folder = db.writable_folder(prepared.target.name, options.logs)
     database = db.open_json_database(folder, create=True)
     records_before = db.count_records(folder)
     extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
