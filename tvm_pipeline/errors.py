@@ -7,6 +7,8 @@ nothing else in the package decides exit codes.
 
 from __future__ import annotations
 
+import sys
+
 
 class PipelineError(Exception):
     """Base class: a one-paragraph message saying what failed, where, and what to do."""
@@ -83,6 +85,11 @@ class RemoteError(PipelineError):
     """A remote device (TVM RPC server or tracker) is unreachable, failed, or timed out."""
 
     exit_code = 8
+
+
+def notice(message: str) -> None:
+    """Something the user should know that is not an error: one line on stderr."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
 
 
 EXIT_INTERRUPTED = 130

@@ -145,10 +145,61 @@ def write_trials(folder: Path, trials: dict[str, int]) -> None:
     atomic_write_text(folder / TRIALS_FILE, json.dumps(dict(sorted(trials.items())), indent=0) + "\n")
 
 
-def read_json_lines(path: Path) -> list:
-    """The parsed lines of a JSON-lines file (none when it does not exist)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-        if path.exists() else []
+def _numbered_json_lines(path: Path) -> list[tuple[int, object]]:
+    """(line number, parsed line) of a JSON-lines file's non-blank lines (none when it is absent)."""
+    if not path.exists():
+        return []
+    parsed = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                parsed.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise _line_error(path, number, f"is not JSON ({err.msg})") from err
+    return parsed
+
+
+def _line_error(path: Path, number: int, what: str) -> TuningError:
+    return TuningError(f"{path}, line {number}, {what}: this is not a MetaSchedule tuning database "
+                       "as tvm-pipeline writes it.", hint="Move the database folder aside and re-tune, "
+                       "or restore the file from git.")
+
+
+def _is_workload(line) -> bool:
+    """``[structural hash, serialized TIR]``."""
+    return (isinstance(line, list) and len(line) == 2 and isinstance(line[0], (str, int))
+            and isinstance(line[1], str))
+
+
+def _is_record(line, workloads: int) -> bool:
+    """``[workload line index, [trace, run seconds or null, target, argument info]]``."""
+    if not (isinstance(line, list) and len(line) == 2 and isinstance(line[1], list)):
+        return False
+    index, record = line
+    secs = record[1] if len(record) >= 2 else "missing"
+    return (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < workloads
+            and (secs is None or isinstance(secs, list) and all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) for s in secs)))
+
+
+def read_workloads(path: Path) -> list:
+    """The workload lines of ``path``, each checked to be one."""
+    lines = _numbered_json_lines(path)
+    for number, line in lines:
+        if not _is_workload(line):
+            raise _line_error(path, number, "is not a workload [structural hash, TIR]")
+    return [line for _, line in lines]
+
+
+def read_records(path: Path, workloads: int) -> list:
+    """The record lines of ``path``, each checked to be one that points at one of ``workloads``
+    workload lines."""
+    lines = _numbered_json_lines(path)
+    for number, line in lines:
+        if not _is_record(line, workloads):
+            raise _line_error(path, number, "is not a tuning record [workload index < "
+                              f"{workloads}, [trace, run seconds, ...]]")
+    return [line for _, line in lines]
 
 
 def merge(into: Path, sources: Sequence[Path]) -> int:
@@ -176,16 +227,18 @@ def _merge_one(into: Path, source: Path) -> int:
     repair(source)
     into.mkdir(parents=True, exist_ok=True)
     repair(into)
-    ours = read_json_lines(into / WORKLOAD_FILE)
+    ours = read_workloads(into / WORKLOAD_FILE)
+    read_records(into / RECORD_FILE, len(ours))
+    theirs = read_workloads(source / WORKLOAD_FILE)
     index_of = {json.dumps(w, sort_keys=True): i for i, w in enumerate(ours)}
     mapping = {}
-    for i, workload in enumerate(read_json_lines(source / WORKLOAD_FILE)):
+    for i, workload in enumerate(theirs):
         key = json.dumps(workload, sort_keys=True)
         if key not in index_of:
             index_of[key] = len(ours)
             ours.append(workload)
         mapping[i] = index_of[key]
-    records = [[mapping[i], record] for i, record in read_json_lines(source / RECORD_FILE)]
+    records = [[mapping[i], record] for i, record in read_records(source / RECORD_FILE, len(theirs))]
     atomic_write_text(into / WORKLOAD_FILE,
                       "".join(json.dumps(w, separators=(",", ":")) + "\n" for w in ours))
     existing = (into / RECORD_FILE).read_text() if (into / RECORD_FILE).exists() else ""

@@ -88,8 +88,8 @@ def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True,
                           hint="Tune a model for this target first: tvm-pipeline tune MODEL --target "
                                f"{spec.name}.")
     db.repair(folder)
-    workloads = db.read_json_lines(workload_path)
-    lines = db.read_json_lines(record_path)
+    workloads = db.read_workloads(workload_path)
+    lines = db.read_records(record_path, len(workloads))
     by_workload: dict[int, list] = {}
     for index, record_json in lines:
         by_workload.setdefault(index, []).append(record_json)
