@@ -201,6 +201,7 @@ def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
         raise InputFileError(f"The reference model {path} recorded in {artifact.path} is gone.",
                              hint="Pass the ONNX model the artifact was compiled from with --model.")
     proto = read_onnx(path)
+    artifact.check_model(proto, path)
     recorded = artifact.metadata.get("model", {}).get("sha256")
     if recorded and hashlib.sha256(proto.SerializeToString()).hexdigest() != recorded:
         raise UsageError(f"{path} is not the model {artifact.path} was compiled from "
