@@ -18,22 +18,27 @@ truncated last line, which would make the whole database unreadable; ``repair`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import TuningError
-from ..paths import check_folder
+from filelock import FileLock, Timeout
+
+from ..errors import TVM_ERRORS, TuningError, notice
+from ..paths import check_folder, writing
 from ..resources import data_dir
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 TRIALS_FILE = "database_trials.json"    # ours: trials that ``distill`` dropped, per workload hash
 LOGS_ENV = "TVM_PIPELINE_LOGS"
+LOCK_FILE = ".database.lock"            # filelock: held by every process that writes the files
 
 
 def shipped_root() -> Path:
@@ -260,21 +265,73 @@ def count_records(folder: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def open_json_database(folder: Path, *, create: bool = False):
-    """A MetaSchedule JSONDatabase on ``folder`` after repairing it."""
+def _lock(folder: Path) -> FileLock:
+    return FileLock(str(folder / LOCK_FILE))
+
+
+@contextlib.contextmanager
+def locked(folder: Path, purpose: str):
+    """Hold ``folder``'s database lock (waiting, with a notice, while another process holds it).
+
+    Every writer holds it: ``tune`` for its whole run (its records point at workload lines by
+    number, so no other process may rewrite the files under it), ``distill`` from its read to its
+    replace, and a reader's ``repair``."""
+    with writing(folder, "the tuning database", "--logs"):
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = _lock(folder)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            notice(f"waiting for another tvm-pipeline process to finish with the tuning database "
+                   f"in {folder} before {purpose}")
+            lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _snapshot(folder: Path, into: Path) -> Path:
+    """A repaired copy of ``folder``'s database in ``into`` (while a writer holds the lock)."""
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        if (folder / name).exists():
+            shutil.copyfile(folder / name, into / name)
+    repair(into)
+    return into
+
+
+def _load(folder: Path, create: bool):
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
-    if create:
-        folder.mkdir(parents=True, exist_ok=True)
-    if os.access(folder, os.W_OK):
-        repair(folder)
     try:
         return ms.database.JSONDatabase(str(folder / WORKLOAD_FILE), str(folder / RECORD_FILE),
                                         allow_missing=create)
-    except Exception as err:
+    except TVM_ERRORS as err:
         raise TuningError(f"The tuning database in {folder} cannot be loaded: "
-                          f"{type(err).__name__}: {str(err).strip()[-300:]}",
+                          f"{str(err).strip()[-300:]}",
                           hint="Move the folder aside and re-tune, or restore it from git.") from err
+
+
+def open_json_database(folder: Path, *, create: bool = False):
+    """A MetaSchedule JSONDatabase on ``folder`` after repairing it.
+
+    ``create``: the caller writes to it and holds :func:`locked`. A reader repairs the files in
+    place when it can take the lock at once; while a writer holds it, it loads a repaired copy."""
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+        repair(folder)
+        return _load(folder, create)
+    if not os.access(folder, os.W_OK):
+        return _load(folder, create)
+    lock = _lock(folder)
+    try:
+        with lock.acquire(timeout=0):
+            repair(folder)
+            return _load(folder, create)
+    except Timeout:
+        with tempfile.TemporaryDirectory(prefix="tvm-pipeline-db-") as copy:
+            return _load(_snapshot(folder, Path(copy)), create)
+
 
 
 def union(databases: list):

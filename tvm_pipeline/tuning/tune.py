@@ -286,6 +286,13 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
         raise TuningError(f"Target {prepared.target.name} has no \"num-cores\"; MetaSchedule needs it "
                           "to tune an llvm target.", hint=f"Add it to {prepared.target.path}.")
     folder = db.writable_folder(prepared.target.name, options.logs)
+    with db.locked(folder, "tuning"):
+        return _tune_into(folder, target, prepared, options, report)
+
+
+def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOptions,
+               report: Callable[[TuneProgress], None] | None) -> TuneResult:
+    """``tune`` with the database folder locked."""
     database = db.open_json_database(folder, create=True)
     records_before = db.count_records(folder)
     extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
