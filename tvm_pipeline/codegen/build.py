@@ -22,7 +22,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from ..errors import ToolchainError
+from ..errors import TVM_ERRORS, ToolchainError
 from ..lowering import backends
 from ..lowering.prepare import PreparedModule, list_kernels
 from ..target.toolchains import Toolchain
@@ -189,7 +189,7 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
             executable = tvm.compile(mod, target=target,
                                      relax_pipeline=backends.relax_pipeline(target),
                                      tir_pipeline=backends.tir_pipeline(target))
-        except tvm.TVMError as err:
+        except TVM_ERRORS as err:
             raise ToolchainError(f"TVM failed to compile {prepared.loaded.name} for "
                                  f"{prepared.target.name}: {str(err).strip()[-600:]}",
                                  hint="Re-run with TVM_PIPELINE_DEBUG=1 for the full traceback; "
@@ -226,7 +226,7 @@ def _work(mod: tvm.IRModule) -> dict[str, float]:
         if isinstance(func, tvm.tirx.PrimFunc):
             try:
                 flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
-            except tvm.TVMError:      # no estimate for this loop nest: counts as no work
+            except TVM_ERRORS:      # no estimate for this loop nest: counts as no work
                 flops = 0.0
             work[gv.name_hint] = flops * calls.get(gv.name_hint, 1)
     return work
@@ -248,7 +248,7 @@ def export_library(result: BuildResult, path: Path, toolchain: "Toolchain | None
     toolchain = toolchain or Toolchain("native", None)
     try:
         result.executable.export_library(str(path), fcompile=toolchain.fcompile())
-    except Exception as err:
+    except (*TVM_ERRORS, OSError) as err:      # the compiler's failure, or the file system's
         compiler = toolchain.compiler or "g++"
         raise ToolchainError(f"Linking the compiled module into {path} with {compiler} failed:\n"
                              f"{_tail(str(err))}",

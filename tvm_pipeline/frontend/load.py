@@ -240,7 +240,7 @@ def _fold(pinned: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], where: st
             folded = onnxslim.slim(pinned)
     except Exception as err:
         raise ModelError(f"Could not fold the shape computations of {where} with the input shapes "
-                         f"{shapes} ({type(err).__name__}: {err}).",
+                         f"{shapes} ({str(err).strip()[-300:] or 'no message'}).",
                          hint="Check that --input-shape matches what the model was exported for.") from err
     if folded is None:
         raise ModelError(f"onnxslim returned no model for {where}.")

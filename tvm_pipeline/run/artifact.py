@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputFileError, UsageError
+from ..errors import TVM_ERRORS, InputFileError, UsageError
 from ..paths import check_new_folder, writing
 from ..schema import Field, check_object
 from .feeds import flatten_outputs
@@ -114,7 +114,7 @@ class LocalRunner:
         self.device = tvm.cpu()
         try:
             lib = tvm.runtime.load_module(str(_loadable_path(artifact.library)))
-        except Exception as err:
+        except TVM_ERRORS as err:
             raise InputFileError(f"Cannot load the compiled library {artifact.library}: "
                                  f"{str(err).strip().splitlines()[-1] if str(err).strip() else err}",
                                  hint="Recompile the artifact with `tvm-pipeline compile`.") from err

@@ -227,7 +227,7 @@ def device_exists(device: str) -> bool:
 
     try:
         return bool(tvm.runtime.device(device, 0).exist)
-    except Exception:  # pylint: disable=broad-except
+    except TVM_ERRORS:
         return False    # the runtime lacks that device API entirely
 
 

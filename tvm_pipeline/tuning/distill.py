@@ -24,6 +24,7 @@ from typing import Sequence
 
 from . import database as db
 from ..errors import TuningError
+from ..numbers import mean_run_seconds
 from ..target.spec import TargetSpec
 
 
@@ -49,11 +50,7 @@ class DistillResult:
 
 
 def _mean(record_json) -> float | None:
-    secs = record_json[1]
-    if not secs:
-        return None
-    mean = sum(float(s) for s in secs) / len(secs)
-    return None if mean >= 1e9 else mean       # MetaSchedule stores failed runs as 1e10
+    return mean_run_seconds(record_json[1])
 
 
 class _Verifier:
