@@ -139,7 +139,7 @@ def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()
 def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: disable=redefined-builtin
             options: CompileOptions = CompileOptions()) -> CompileResult:
     """Build, export, validate against ONNX Runtime, then (and only then) write the artifact."""
-    from .run.artifact import StagedArtifact  # pylint: disable=import-outside-toplevel
+    from .run.artifact import StagedArtifact, check_destination, library_record  # pylint: disable=import-outside-toplevel
     from .codegen.build import (BuildOptions, KERNELS_LIBRARY, KERNELS_NOTE, build,  # pylint: disable=import-outside-toplevel
                                 export_library)
     from .codegen.devicecheck.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
@@ -148,7 +148,8 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
     from .target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
     start = time.perf_counter()
-    toolchain = toolchain_for(prepared.target, options.ndk)   # before the build: fail fast
+    check_destination(output)                                 # before the build: fail fast
+    toolchain = toolchain_for(prepared.target, options.ndk)
     result = build(prepared, BuildOptions(options.logs, options.use_database, options.shipped_logs,
                                           options.borrow, options.defaults))
     checks = check_build(result, options.checks or CheckOptions())
@@ -161,8 +162,9 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
         files = _device_files(checks)
         if not prepared.target.runs_on_host and prepared.target.device == "cpu":
             export_library(result, staged.path / KERNELS_LIBRARY, toolchain, kernels_only=True)
-            files[KERNELS_LIBRARY] = {"bytes": (staged.path / KERNELS_LIBRARY).stat().st_size,
-                                      "note": KERNELS_NOTE}
+            record = library_record(staged.path / KERNELS_LIBRARY)
+            files[KERNELS_LIBRARY] = {"bytes": record["library_bytes"],
+                                      "sha256": record["library_sha256"], "note": KERNELS_NOTE}
         for name, data in (checks.files() if checks else {}).items():
             (staged.path / name).write_bytes(data)
         metadata = {
@@ -209,6 +211,7 @@ def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
         raise InputFileError(f"The reference model {path} recorded in {artifact.path} is gone.",
                              hint="Pass the ONNX model the artifact was compiled from with --model.")
     proto = read_onnx(path)
+    artifact.check_model(proto, path)
     recorded = artifact.metadata.get("model", {}).get("sha256")
     if recorded and hashlib.sha256(proto.SerializeToString()).hexdigest() != recorded:
         raise UsageError(f"{path} is not the model {artifact.path} was compiled from "

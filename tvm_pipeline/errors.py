@@ -7,6 +7,8 @@ nothing else in the package decides exit codes.
 
 from __future__ import annotations
 
+import sys
+
 
 class PipelineError(Exception):
     """Base class: a one-paragraph message saying what failed, where, and what to do."""
@@ -83,6 +85,18 @@ class RemoteError(PipelineError):
     """A remote device (TVM RPC server or tracker) is unreachable, failed, or timed out."""
 
     exit_code = 8
+
+
+# What TVM 0.27 raises through its FFI (``tvm_ffi.core.ERROR_NAME_TO_TYPE``; TVM's own kinds, such
+# as ``tvm.error.InternalError``, derive from these). There is no ``tvm.TVMError`` any more. Catch
+# these only around the TVM call that raises them, never around the project's own code.
+TVM_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+              AssertionError)
+
+
+def notice(message: str) -> None:
+    """Something the user should know that is not an error: one line on stderr."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
 
 
 EXIT_INTERRUPTED = 130

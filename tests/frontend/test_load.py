@@ -44,7 +44,56 @@ def test_dynamic_dims_without_shape_is_a_clear_error():
     with pytest.raises(UsageError) as err:
         load_proto(exported_style_model())
     text = str(err.value)
-    assert "dynamic" in text and "'x'" in text and "--input-shape x:1,3,1,1" in text
+    # batch 1, the model's own 3 channels, and the stated default image size (never 1x1 pixels)
+    assert "dynamic" in text and "'x'" in text and "--input-shape x:1,3,224,224" in text
+    assert "224 is the usual image height and width" in text
+
+
+def _with_input_shape(dims) -> onnx.ModelProto:
+    model = exported_style_model()
+    shape = model.graph.input[0].type.tensor_type.shape
+    for dim, value in zip(shape.dim, dims):
+        dim.Clear()
+        if isinstance(value, int):
+            dim.dim_value = value
+        else:
+            dim.dim_param = value
+    return model
+
+
+def test_only_dynamic_batch_takes_batch_one_with_a_notice(capsys):
+    loaded = load_proto(_with_input_shape(["batch", 3, 32, 32]))
+    assert loaded.input_shapes == {"x": (1, 3, 32, 32)}
+    err = capsys.readouterr().err
+    assert err.startswith("notice: ") and "'x'" in err and "batch 1" in err
+
+
+def _interface_case(case: str) -> tuple[onnx.ModelProto, str]:
+    """A model whose interface the pipeline refuses, and what the message must name."""
+    if case == "no-outputs":
+        model = exported_style_model()
+        del model.graph.output[:]
+        return model, "no graph outputs"
+    if case == "scalar-input":
+        node = helper.make_node("Relu", ["x"], ["y"])
+        return make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])]), "scalar"
+    if case == "zero-dim":
+        return _with_input_shape([1, 3, 0, 32]), "0 at axis 2"
+    return _with_input_shape([1, 3, -5, 32]), "-5 at axis 2"
+
+
+@pytest.mark.parametrize("case", ["no-outputs", "scalar-input", "zero-dim", "negative-dim"])
+def test_model_interface_the_pipeline_cannot_compile(cli, tmp_path, case):
+    model, culprit = _interface_case(case)
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    res = cli("compile", path, "-o", tmp_path / "out.tvm")
+    assert res.code == ModelError.exit_code, res.err
+    assert culprit in res.err and str(path) in res.err and "dynamic" not in res.err
+    assert "Error" not in res.err and {p.name for p in tmp_path.iterdir()} == {"model.onnx"}
+    with pytest.raises(ModelError, match=culprit):
+        load_proto(model)
 
 
 @pytest.mark.parametrize("shape, message", [

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import const, make_model
-from tvm_pipeline import compile as compile_model, prepare
+from tvm_pipeline import compile as compile_model, prepare, validate
 from tvm_pipeline.errors import InputFileError
 from tvm_pipeline.run.artifact import load_artifact
 
@@ -85,14 +85,21 @@ def _damage(path, case: str):
         meta_path.write_text("[1, 2, 3]")
     elif case == "metadata-not-utf8":
         meta_path.write_bytes(b"\xff\xfe{\x00")
+    elif case == "unknown-key":
+        meta_path.write_text(json.dumps({**meta, "surprise": 1}))
+    elif case == "wrong-type":
+        meta["inputs"][0]["shape"] = "1x4"
+        meta_path.write_text(json.dumps(meta))
     return {"truncated-library": "truncated", "swapped-library": "replaced",
             "library-outside": "not a file name inside", "unknown-version": "version 99",
             "metadata-list": "not tvm-pipeline metadata",
-            "metadata-not-utf8": "not valid JSON"}[case]
+            "metadata-not-utf8": "not valid JSON", "unknown-key": "unknown keys \\['surprise'\\]",
+            "wrong-type": "\"shape\" must be a list of integers"}[case]
 
 
 @pytest.mark.parametrize("case", ["truncated-library", "swapped-library", "library-outside",
-                                  "unknown-version", "metadata-list", "metadata-not-utf8"])
+                                  "unknown-version", "metadata-list", "metadata-not-utf8",
+                                  "unknown-key", "wrong-type"])
 def test_damaged_artifacts_are_refused_before_loading(case, tmp_path):
     out = tmp_path / "m.tvm"
     compile_model(prepare(_affine(tmp_path / "a.onnx", 2.0)), out)
@@ -104,6 +111,20 @@ def test_damaged_artifacts_are_refused_before_loading(case, tmp_path):
     res = subprocess.run([sys.executable, "-m", "tvm_pipeline", "validate", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr
+    assert "metadata.json" in res.stderr or "model.so" in res.stderr
+
+
+def test_recorded_shapes_that_no_longer_fit_the_model_are_refused(cli, tmp_path):
+    out = tmp_path / "m.tvm"
+    compile_model(prepare(_affine(tmp_path / "a.onnx", 2.0)), out)
+    meta = json.loads((out / "metadata.json").read_text())
+    meta["inputs"][0]["shape"] = [1, 5]
+    (out / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(InputFileError, match="do not fit the model"):
+        validate(out)
+    res = cli("validate", out)
+    assert res.code == InputFileError.exit_code and "metadata.json" in res.err
+    assert "a.onnx" in res.err and "Error" not in res.err
 
 
 def test_staging_left_by_a_killed_compile_is_removed_by_the_next(tmp_path):

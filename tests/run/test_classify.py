@@ -106,3 +106,31 @@ def test_classify_with_ort_module(photo_jpg):
     text = format_predictions(preds)
     assert len(text.splitlines()) == 5 and text.startswith(" 1.")
     assert preds[0].label in text and f"(class {preds[0].index})" in text and "%" in text
+
+
+def _bomb_png(path, width=60000, height=60000):
+    """A PNG whose header declares width x height pixels (3.6 G here) around a 1x1 image."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17]))
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("pixels", [60000, 12000])   # over PIL's error limit; over its warning one
+def test_decompression_bomb_is_refused_before_decoding(cli, small_v2_artifact, tmp_path, pixels):
+    bomb = _bomb_png(tmp_path / "bomb.png", pixels, pixels)
+    with pytest.raises(InputFileError, match="bomb.png"):
+        preprocess(bomb, (1, 3, 96, 96))
+    for command in (["classify", small_v2_artifact.path, bomb],
+                    ["validate", small_v2_artifact.path, "--image", bomb, "--samples", "0"]):
+        res = cli(*command)
+        assert res.code == InputFileError.exit_code, res.err
+        assert str(bomb) in res.err and "pixels" in res.err and "Error" not in res.err
+    assert {p.name for p in tmp_path.iterdir()} == {"bomb.png"}

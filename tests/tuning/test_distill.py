@@ -97,3 +97,25 @@ def test_distill_merge_refuses_a_root_without_a_database_or_itself_and_writes_no
     with pytest.raises(TuningError, match="into itself"):
         distill(ours, spec, merge=[ours])
     assert db.count_records(ours) == 1
+
+
+@pytest.mark.parametrize("bad_line, file", [
+    ('{"not": "a record"}', db.RECORD_FILE),
+    ('[7, [[], [1e-6], {}, []]]', db.RECORD_FILE),        # points at a workload that is not there
+    ('[0, [[], ["fast"], {}, []]]', db.RECORD_FILE),
+    ('["hash"]', db.WORKLOAD_FILE),
+])
+def test_distill_of_a_database_with_a_wrong_schema_names_file_and_line(cli, tmp_path, bad_line, file):
+    spec = resolve_target(None)
+    mod, good, _ = matmul_relu_kernel()
+    folder = tmp_path / "logs" / spec.name
+    _commit(folder, mod, [(good, 3e-6), (good, 4e-6)], spec.to_tvm())
+    path = folder / file
+    path.write_text(path.read_text() + bad_line + "\n")
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    res = cli("distill", "--logs", tmp_path / "logs")
+    assert res.code == TuningError.exit_code, res.err
+    line = len(path.read_text().splitlines())
+    assert f"{path}, line {line}" in res.err and "Error" not in res.err
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != db.LOCK_FILE} == before

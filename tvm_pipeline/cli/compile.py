@@ -34,9 +34,12 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import CompileOptions, compile as compile_model, prepare  # pylint: disable=import-outside-toplevel
+    from ..run.artifact import check_destination  # pylint: disable=import-outside-toplevel
     from ..target.spec import resolve_target  # pylint: disable=import-outside-toplevel
     from ..target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
+    if args.output is not None:
+        check_destination(args.output)   # an unwritable -o fails before the model is even read
     target = resolve_target(args.target)
     toolchain_for(target, args.ndk)      # a missing cross compiler or NDK fails before the build
     remote = common.remote_options(args)

@@ -8,7 +8,6 @@ write an artifact that disagrees), benchmark against ONNX Runtime, and print one
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from . import common
 
@@ -31,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from ..api import CompileOptions, bench, compile as compile_model, prepare
     from ..run.bench import BenchOptions
     from ..models import MobileNetSpec, export_mobilenet
+    from ..paths import check_folder, writing
 
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    work = check_folder(args.workdir, "the demo's files", "--workdir")
+    with writing(work, "the demo's files", "--workdir"):
+        work.mkdir(parents=True, exist_ok=True)
     spec = MobileNetSpec(arch=args.arch, alpha=args.alpha, resolution=args.resolution)
     spec.validate()
     onnx_path = work / f"{spec.name}.onnx"

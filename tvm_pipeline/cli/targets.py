@@ -15,9 +15,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError  # pylint: disable=import-outside-toplevel
-    from ..target.spec import detect_host_target, list_targets  # pylint: disable=import-outside-toplevel
+    from ..target.spec import checked_targets, detect_host_target  # pylint: disable=import-outside-toplevel
 
-    specs = list_targets()
+    specs = checked_targets()
     try:
         host = detect_host_target().name
     except UsageError:

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tuning.tune import SEARCH_PRESETS, TuneOptions  # pylint: disable=import-outside-toplevel
     from ..target.spec import resolve_target  # pylint: disable=import-outside-toplevel
     from ..target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
+    from ..tuning import database as db  # pylint: disable=import-outside-toplevel
 
     for flag in ("trials", "trials_per_task", "trials_per_iter"):
         if getattr(args, flag) < 1:
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
                           seed=args.seed, search=SEARCH_PRESETS[args.search],
                           remote=common.remote_options(args), ndk=args.ndk)
     target = resolve_target(args.target)
+    db.writable_folder(target.name, args.logs)   # an unwritable --logs fails before any work
     if args.tracker:
         toolchain_for(target, args.ndk)  # candidates are linked here: fail before any work
     prepared = prepare(args.model, target, common.input_shapes(args))

@@ -22,7 +22,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from ..errors import ToolchainError
+from ..errors import TVM_ERRORS, ToolchainError
 from ..lowering import backends
 from ..lowering.prepare import PreparedModule, list_kernels
 from ..target.toolchains import Toolchain
@@ -209,7 +209,7 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
             lowered = backends.relax_pipeline(target)(mod)
             executable = tvm.compile(lowered, target=target, relax_pipeline=None,
                                      tir_pipeline=backends.tir_pipeline(target))
-        except tvm.TVMError as err:
+        except TVM_ERRORS as err:
             raise ToolchainError(f"TVM failed to compile {prepared.loaded.name} for "
                                  f"{prepared.target.name}: {str(err).strip()[-600:]}",
                                  hint="Re-run with TVM_PIPELINE_DEBUG=1 for the full traceback; "
@@ -269,7 +269,7 @@ def _work(mod: tvm.IRModule) -> dict[str, float]:
         if isinstance(func, tvm.tirx.PrimFunc):
             try:
                 flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
-            except tvm.TVMError:      # no estimate for this loop nest: counts as no work
+            except TVM_ERRORS:      # no estimate for this loop nest: counts as no work
                 flops = 0.0
             work[gv.name_hint] = flops * calls.get(gv.name_hint, 1)
     return work
@@ -300,7 +300,7 @@ def export_library(result: BuildResult, path: Path, toolchain: "Toolchain | None
     module = result.executable.mod.imports[0] if kernels_only else result.executable
     try:
         module.export_library(str(path), fcompile=toolchain.fcompile())
-    except Exception as err:
+    except (*TVM_ERRORS, OSError) as err:      # the compiler's failure, or the file system's
         compiler = toolchain.compiler or "g++"
         raise ToolchainError(f"Linking the compiled module into {path} with {compiler} failed:\n"
                              f"{_tail(str(err))}",

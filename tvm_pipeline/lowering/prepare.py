@@ -25,7 +25,7 @@ from tvm.relax.frontend.onnx import from_onnx
 
 from . import backends
 from ..target.capabilities import check_target
-from ..errors import ModelError
+from ..errors import TVM_ERRORS, ModelError
 from ..frontend.load import LoadedModel
 from ..target.spec import TargetSpec
 
@@ -76,10 +76,15 @@ def _relax_import(loaded: LoadedModel) -> tvm.IRModule:
     try:
         return from_onnx(loaded.model, shape_dict={k: list(v) for k, v in loaded.input_shapes.items()},
                          keep_params_in_input=False)
-    except Exception as err:
+    except TVM_ERRORS as err:       # the importer raises Python errors of its own kinds too
         raise ModelError(f"TVM's ONNX importer failed on {loaded.path or 'the model'}: "
-                         f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
+                         f"{_last_line(err)}",
                          hint="Run `tvm-pipeline inspect` on the model; shapes may still be dynamic.") from err
+
+
+def _last_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[-1] if lines else "no message"
 
 
 def fusion_passes(target: tvm.target.Target) -> list:
@@ -113,7 +118,7 @@ def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
     try:
         with tvm_target, tvm.transform.PassContext(opt_level=3):
             mod = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
-    except Exception as err:
+    except TVM_ERRORS as err:
         raise ModelError(f"Preparing {loaded.name} for target {target.name} failed in TVM: "
-                         f"{type(err).__name__}: {str(err).strip()[-500:]}") from err
+                         f"{str(err).strip()[-500:]}") from err
     return PreparedModule(loaded=loaded, target=target, mod=mod, kernels=list_kernels(mod))

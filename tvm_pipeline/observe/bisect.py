@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from ..errors import UsageError
-from ..files import atomic_folder
+from ..paths import atomic_folder
 from ..frontend.load import LoadedModel, load_proto
 from ..run.validate import OutputReport, Tolerances, compare
 from .graph import Graph, intermediate_values, node_model, with_all_outputs

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..numbers import compare_arrays, finite_scale
 from .graph import Graph
 
 MATCH_RTOL = 1e-3       # max |kernel - onnx| relative to max |onnx|: still "the same tensor"
@@ -86,14 +87,12 @@ def _views(ref: np.ndarray, shape: tuple[int, ...]):
 
 
 def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
-    """max |got - ref| / max |ref| (inf when shapes or finiteness disagree)."""
-    if got.shape != ref.shape or got.dtype.kind != ref.dtype.kind and ref.dtype.kind in "fc":
+    """The worst error of ``got`` against ``ref`` relative to ``ref``'s largest magnitude (the
+    kernel checks' rule, see ``numbers``); inf for another shape or a non-finite mismatch."""
+    if got.shape != ref.shape:
         return float("inf")
-    g, r = got.astype(np.float64), ref.astype(np.float64)
-    if not (np.isfinite(g).all() and np.isfinite(r).all()):
-        return 0.0 if np.array_equal(g, r, equal_nan=True) else float("inf")
-    scale = max(float(np.abs(r).max(initial=0.0)), 1e-12)
-    return float(np.abs(g - r).max(initial=0.0)) / scale
+    comparison = compare_arrays(got, ref, 0.0, 1.0, scale=max(finite_scale(ref), 1e-12))
+    return comparison.deviation
 
 
 def best_match(value: np.ndarray, values: dict[str, np.ndarray], graph: Graph) -> str | None:

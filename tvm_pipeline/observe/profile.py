@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import UsageError
+from ..errors import InputFileError, UsageError
 from ..frontend.load import load_proto
+from ..numbers import seeded_array
 from .graph import Graph, intermediate_values
 from .mapping import capture, map_calls
 
@@ -201,18 +202,26 @@ def _time_on_device(runner, artifact, table: dict[str, dict], options: ProfileOp
 
     from ..codegen.build import KERNELS_LIBRARY  # pylint: disable=import-outside-toplevel
 
+    from ..run.artifact import library_record  # pylint: disable=import-outside-toplevel
+
     path = artifact.path / KERNELS_LIBRARY
-    if not path.is_file():
+    recorded = artifact.metadata.get("files", {}).get(KERNELS_LIBRARY, {})
+    if not path.is_file() or not recorded:
         raise UsageError(f"Artifact {artifact.path} has no {KERNELS_LIBRARY}, which profiling on a "
                          "device needs (compile writes it for targets that do not run on the "
                          "compiling machine).", hint="Recompile it with `tvm-pipeline compile "
                          "--target TARGET`, or profile a host artifact without --rpc.")
+    found = library_record(path)
+    if (found["library_bytes"], found["library_sha256"]) != (recorded.get("bytes"),
+                                                             recorded.get("sha256")):
+        raise InputFileError(f"{path} is not the kernel library compile wrote (its size or "
+                             "sha256 differs from the artifact's metadata).",
+                             hint="Recompile the artifact; never edit its files.")
     module = runner.load_library(path)
     rng = np.random.default_rng(options.seed)
     result = {}
     for name, info in table.items():
-        args = [tvm.runtime.tensor(rng.uniform(-1, 1, shape).astype(dtype) if "float" in dtype
-                                   else np.zeros(shape, dtype), runner.device)
+        args = [tvm.runtime.tensor(seeded_array(rng, shape, dtype), runner.device)
                 for shape, dtype in info["args"]]
         evaluator = module.time_evaluator(name, runner.device, number=1,
                                           repeat=options.warmup + options.runs)

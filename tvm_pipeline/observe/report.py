@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
-from ..files import atomic_write
+from ..paths import atomic_write, check_new_file
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md"}
 SOURCE_COLORS = {"tuned": "#2b8a3e", "borrowed": "#1971c2", "default": "#f08c00", "naive": "#c92a2a"}
@@ -26,19 +26,11 @@ class ReportData:
 
 
 def check_output(path: str | os.PathLike) -> Path:
-    """The report's path, checked before any work: a known suffix, a folder that can take it."""
-    path = Path(path)
+    """The report's path, checked before any work: a known suffix, a place that can take it."""
+    path = check_new_file(path, "the report", "-o")
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"Cannot tell the report format of {path}: the name must end in .html or "
                          ".md.", hint="For example: -o report.html")
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or (parent.exists() and not parent.is_dir()):
-        raise UsageError(f"Cannot write the report to {path}: "
-                         + ("it is a folder." if path.is_dir() else f"{parent} is not a folder."),
-                         hint="Give a file path ending in .html or .md.")
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"Cannot write the report into {parent}: the folder is not writable.",
-                         hint="Choose another -o path.")
     return path
 
 

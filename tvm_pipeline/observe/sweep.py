@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import PipelineError, UsageError, ValidationError
 from ..run.remote import RemoteOptions
-from ..files import atomic_write
+from ..paths import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..run.validate import ValidateOptions, ValidationReport

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputFileError, UsageError
+from ..errors import TVM_ERRORS, InputFileError, UsageError
+from ..paths import check_new_folder, writing
+from ..schema import Field, check_object
 from .feeds import flatten_outputs
 from ..target.spec import use_physical_cores
 
@@ -55,6 +57,24 @@ class Artifact:
     @property
     def target_name(self) -> str:
         return self.metadata["target"]["name"]
+
+    def check_model(self, model, where: str | os.PathLike) -> None:
+        """The inputs recorded in metadata fit ``model`` (an ONNX ModelProto): the same names,
+        ranks and fixed dimensions, so that the reference can run on the artifact's feeds."""
+        from ..frontend.analysis import model_io  # pylint: disable=import-outside-toplevel
+
+        theirs = {t.name: t.shape for t in model_io(model)[0]}
+        ours = {t["name"]: t["shape"] for t in self.inputs}
+
+        def fits(name: str) -> bool:
+            shape, recorded = theirs.get(name), ours[name]
+            return shape is not None and len(shape) == len(recorded) and all(
+                not isinstance(d, int) or d <= 0 or d == r for d, r in zip(shape, recorded))
+        if set(theirs) != set(ours) or not all(fits(name) for name in ours):
+            raise InputFileError(f"{self.path / METADATA} records the inputs {ours}, which do not "
+                                 f"fit the model {where} (inputs {theirs}).",
+                                 hint="Recompile the artifact from that model; never edit its "
+                                      "files.")
 
     def check_runs_here(self) -> None:
         """A clear error instead of a loader crash when the artifact is for another machine."""
@@ -95,7 +115,7 @@ class LocalRunner:
         self.device = tvm.cpu()
         try:
             lib = tvm.runtime.load_module(str(_loadable_path(artifact.library)))
-        except Exception as err:
+        except TVM_ERRORS as err:
             raise InputFileError(f"Cannot load the compiled library {artifact.library}: "
                                  f"{str(err).strip().splitlines()[-1] if str(err).strip() else err}",
                                  hint="Recompile the artifact with `tvm-pipeline compile`.") from err
@@ -157,6 +177,40 @@ def _loadable_path(library: Path) -> Path:
     return copy
 
 
+def _positive(dims) -> str | None:
+    return None if all(d > 0 for d in dims) else "must hold dimensions >= 1"
+
+
+_TENSOR = {"name": Field(str, required=True), "shape": Field(list[int], True, _positive),
+           "dtype": Field(str, required=True)}
+_MODEL = {"name": Field(str | None), "path": Field(str | None), "sha256": Field(str | None)}
+_TARGET = {"name": Field(str, required=True), "path": Field(str), "tvm": Field(dict),
+           "description": Field(str), "export": Field(str), "cross_compiler": Field(str | None),
+           "arch": Field(str), "device": Field(str), "rpc_key": Field(str | None)}
+METADATA_SCHEMA = {
+    "format": Field(str, required=True), "format_version": Field(int, required=True),
+    "library": Field(str, required=True), "library_bytes": Field(int, required=True),
+    "library_sha256": Field(str, required=True), "model": Field(dict, required=True),
+    "inputs": Field(list[dict], True, lambda v: None if v else "must list at least one input"),
+    "outputs": Field(list[dict], True, lambda v: None if v else "must list at least one output"),
+    "created": Field(str), "built_on": Field(str), "toolchain": Field(dict),
+    "target": Field(dict, required=True), "tvm_version": Field(str), "database": Field(dict),
+    "kernels": Field(dict), "build_seconds": Field(float), "device_checks": Field(dict | None),
+    "files": Field(dict), "validation": Field(dict | None),
+}
+_HINT = "Recompile the artifact; never edit its files."
+
+
+def _check_schema(metadata: dict[str, Any], meta_path: Path) -> None:
+    """Every key known and of its type, nested objects too (see ``METADATA_SCHEMA``)."""
+    check_object(metadata, METADATA_SCHEMA, str(meta_path), hint=_HINT)
+    check_object(metadata["model"], _MODEL, f"{meta_path} (\"model\")", hint=_HINT)
+    check_object(metadata["target"], _TARGET, f"{meta_path} (\"target\")", hint=_HINT)
+    for key in ("inputs", "outputs"):
+        for n, tensor in enumerate(metadata[key]):
+            check_object(tensor, _TENSOR, f"{meta_path} (\"{key}\" item {n})", hint=_HINT)
+
+
 def _read_metadata(meta_path: Path) -> dict[str, Any]:
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -172,6 +226,7 @@ def _read_metadata(meta_path: Path) -> dict[str, Any]:
                              f"{metadata.get('format_version')!r}; this tvm-pipeline reads version "
                              f"{FORMAT_VERSION}.", hint="Recompile the artifact with this version "
                              "of tvm-pipeline.")
+    _check_schema(metadata, meta_path)
     return metadata
 
 
@@ -225,15 +280,22 @@ def _remove_abandoned_staging(destination: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def check_destination(destination: str | os.PathLike) -> Path:
+    """Refuse, before any work, a ``-o`` path that compile could not write an artifact to."""
+    return check_new_folder(destination, "the artifact", "-o",
+                            replaceable=lambda folder: (folder / METADATA).is_file())
+
+
 class StagedArtifact:
     """A temporary folder next to the destination, renamed into place by ``commit``."""
 
     def __init__(self, destination: str | os.PathLike):
-        self.destination = Path(destination)
-        self.destination.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_staging(self.destination)
-        self.path = Path(tempfile.mkdtemp(dir=self.destination.parent, suffix=".tmp",
-                                          prefix=f".{self.destination.name}.{os.getpid()}."))
+        self.destination = check_destination(destination)
+        with writing(self.destination, "the artifact", "-o"):
+            self.destination.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned_staging(self.destination)
+            self.path = Path(tempfile.mkdtemp(dir=self.destination.parent, suffix=".tmp",
+                                              prefix=f".{self.destination.name}.{os.getpid()}."))
 
     def write_metadata(self, metadata: dict[str, Any]) -> None:
         """Write metadata.json, recording the library (already written) by size and sha256."""
@@ -245,17 +307,14 @@ class StagedArtifact:
         return Artifact(self.path, json.loads((self.path / METADATA).read_text()))
 
     def commit(self) -> Artifact:
-        dest = self.destination
-        if dest.exists() and not (dest / METADATA).exists() and any(dest.iterdir()):
-            self.discard()
-            raise UsageError(f"Refusing to overwrite {dest}: it exists and is not an artifact.",
-                             hint="Choose another -o path.")
+        dest = check_destination(self.destination)     # again: it may have changed meanwhile
         backup = None
-        if dest.exists():
-            backup = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(dest, backup)
-        os.replace(self.path, dest)
+        with writing(dest, "the artifact", "-o"):
+            if dest.exists():
+                backup = dest.with_name(f".{dest.name}.old")
+                shutil.rmtree(backup, ignore_errors=True)
+                os.replace(dest, backup)
+            os.replace(self.path, dest)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
         return load_artifact(dest)

@@ -7,6 +7,7 @@ NHWC) is read from the input shape: the axis of size 3.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -53,8 +54,15 @@ def preprocess(image_path: str | Path, shape: Sequence[int], dtype: str = "float
         raise InputFileError(f"Image {path} does not exist" + (" (it is a directory)."
                              if path.is_dir() else "."), hint="Pass a JPEG or PNG file.")
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                rgb = img.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise InputFileError(f"Image {path} declares more pixels than an image may have here "
+                             f"(over {Image.MAX_IMAGE_PIXELS} pixels): decoding it could exhaust "
+                             "memory.", hint="Pass a photo of ordinary size; it is resized to "
+                             f"{w}x{h} anyway.") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise InputFileError(f"Cannot read image {path}: {err}.",
                              hint="Pass a readable JPEG or PNG file.") from err

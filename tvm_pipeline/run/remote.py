@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import RemoteError, UsageError
+from ..errors import TVM_ERRORS, RemoteError, UsageError
 from .feeds import flatten_outputs
 
 PROBE_TIMEOUT_S = 5.0
@@ -133,7 +133,7 @@ def remote_step(options: RemoteOptions, what: str, where: str, hint: str = DEAD_
             yield
         except RemoteError:
             raise
-        except Exception as err:  # TVM raises its own error types for socket failures
+        except (*TVM_ERRORS, OSError) as err:  # TVM's errors for socket failures, or the OS's
             raise _rpc_error(err, what, where, hint) from err
 
 
@@ -271,7 +271,7 @@ class RemoteRunner:
                 present = bool(device.exist)
             except RemoteError:
                 raise
-            except Exception as err:  # the device API is not in that runtime at all
+            except TVM_ERRORS as err:  # the device API is not in that runtime at all
                 raise missing from err
         if not present:
             raise missing

@@ -1,13 +1,14 @@
 """The correctness gate: the compiled module and ONNX Runtime on the same inputs, outputs compared.
 
-Inputs are ``samples`` seeded random feeds (float: uniform[-1, 1], the MobileNet preprocessing
-range; integer: small non-negative ints; bool: random) plus one feed per image given (MobileNet
-preprocessing, :func:`tvm_pipeline.run.feeds.preprocess`). Every output of every feed must satisfy:
+Inputs are ``samples`` seeded feeds (:func:`tvm_pipeline.numbers.seeded_array`) plus one feed per
+image given (MobileNet preprocessing, :func:`tvm_pipeline.run.feeds.preprocess`). Every output of
+every feed must satisfy:
 
 * same shape and dtype as the reference (a mismatch is a failure with a message, not an exception);
-* element-wise ``|got - ref| <= atol + rtol*|ref|`` (as ``numpy.allclose``; NaN/Inf must match the
-  reference's, so a NaN where the reference is finite fails; and a reference with any NaN/Inf
-  fails unless ``allow_nonfinite``: matching non-finite outputs prove nothing);
+* element-wise ``|got - ref| <= atol + rtol*|ref|`` under the one rule of
+  :mod:`tvm_pipeline.numbers` (NaN/Inf must match the reference's, so a NaN where the reference is
+  finite fails; and a reference with any NaN/Inf fails unless ``allow_nonfinite``: matching
+  non-finite outputs prove nothing);
 * cosine similarity (flattened, float64; two all-zero tensors have cosine 1.0) ``>= min_cosine``;
 * for ``[N, C]`` outputs with ``C >= 5`` (class scores): the same argmax per row, unless the flip is
   a numerical tie: the reference's top-1/top-2 gap is ``<= 2 * e`` where ``e`` is the row's max abs
@@ -34,6 +35,7 @@ import onnx
 from ..frontend.analysis import TensorInfo
 from ..errors import ModelError, UsageError, ValidationError
 from ..target.spec import physical_cores
+from ..numbers import compare_arrays, seeded_array
 from .feeds import Runner, preprocess
 
 _KINDS = ("count", "shape", "dtype", "nonfinite", "tolerance", "cosine", "top1")
@@ -121,15 +123,11 @@ def make_feeds(inputs: Sequence[TensorInfo],
                          f"{len(options.images)} image(s)).", hint="Use --samples 1 or more, "
                          "or pass --image FILE.")
     rng = np.random.default_rng(options.seed)
-    make = {"f": lambda shape: rng.uniform(-1.0, 1.0, shape),
-            "b": lambda shape: rng.random(shape) < 0.5,
-            "i": lambda shape: rng.integers(0, 10, shape),
-            "u": lambda shape: rng.integers(0, 10, shape)}
     specs = [_spec(info) for info in inputs]
-    if any(dtype.kind not in make for _, dtype in specs):
+    if any(dtype.kind not in "fbiu" for _, dtype in specs):
         raise UsageError(f"Validation can only generate float, integer and bool inputs; this model "
                          f"takes {', '.join(f'{i.name} {i.dtype}' for i in inputs)}.")
-    feeds = [{info.name: make[dtype.kind](shape).astype(dtype) for info, (shape, dtype)
+    feeds = [{info.name: seeded_array(rng, shape, dtype) for info, (shape, dtype)
               in zip(inputs, specs)} for _ in range(options.samples)]
     if options.images:
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or specs[0][1].kind != "f":
@@ -214,12 +212,11 @@ def _compare_one(got: np.ndarray, ref: np.ndarray, tol: Tolerances) -> _Sample:
     if got.dtype != ref.dtype:
         s.fails["dtype"] = (1.0, f"dtype {got.dtype} != reference {ref.dtype}")
     a, r = got.astype(np.float64), ref.astype(np.float64)
-    fin_a, fin_r = np.isfinite(a), np.isfinite(r)
-    both = fin_a & fin_r
-    bad = ~both & ~((a == r) | (np.isnan(a) & np.isnan(r)))
+    fin_r = np.isfinite(r)
+    comparison = compare_arrays(a, r, tol.atol, tol.rtol)
+    both, bad, diff, allowed = (comparison.finite, comparison.mismatched, comparison.diff,
+                                comparison.allowed)
     r0 = np.where(fin_r, r, 0.0)
-    diff = np.where(both, np.abs(a - r0), 0.0)
-    allowed = tol.atol + tol.rtol * np.abs(r0)
     if diff.size:
         s.max_abs = float(diff.max())
         s.max_rel = float((diff / np.maximum(np.abs(r0), tol.atol or np.finfo(float).tiny)).max())

@@ -31,12 +31,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputFileError, UsageError
+from ..errors import TVM_ERRORS, InputFileError, UsageError
 from ..resources import data_dir
+from ..schema import Field, check_object, one_of, positive
 
 PIPELINE_KEY = "pipeline"
 
@@ -59,7 +60,8 @@ class TargetSpec:
     host_priority: int = 0
     vector_bits: int = 128
     vector_registers: int = 16
-    extra: dict[str, Any] = field(default_factory=dict)
+    ndk_triple: str = "aarch64-linux-android"   # export "ndk": the NDK clang's target triple
+    ndk_api: int = 28                           # export "ndk": the Android API level
 
     @property
     def runs_on_host(self) -> bool:
@@ -68,10 +70,16 @@ class TargetSpec:
                 and set(self.host_requires) <= host_cpu_flags() and device_exists(self.device))
 
     def to_tvm(self):
-        """The ``tvm.target.Target`` (imported lazily: TVM is heavy and moves fast)."""
+        """The ``tvm.target.Target`` (imported lazily: TVM is heavy and moves fast); a dict that
+        TVM refuses is an error naming the target file."""
         import tvm  # pylint: disable=import-outside-toplevel
 
-        return tvm.target.Target(self.tvm)
+        try:
+            return tvm.target.Target(self.tvm)
+        except TVM_ERRORS as err:
+            reason = str(err).strip().split(". Known options", 1)[0].splitlines()[0][:300]
+            raise InputFileError(f"Target file {self.path} is not a target TVM can build: {reason}.",
+                                 hint=FILE_HINT) from err
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "tvm": self.tvm,
@@ -108,36 +116,64 @@ def use_physical_cores() -> int:
     return int(os.environ[THREADS_ENV])
 
 
-def load_target_file(path: Path) -> TargetSpec:
+PIPELINE_SCHEMA = {
+    "description": Field(str),
+    "export": Field(str, rule=one_of("native", "cross", "ndk")),
+    "cross_compiler": Field(str | None),
+    "toolchain_package": Field(str | None),
+    "ndk_triple": Field(str),
+    "ndk_api": Field(int, rule=positive),
+    "arch": Field(str),
+    "device": Field(str, rule=one_of("cpu", "cuda", "opencl", "vulkan")),
+    "rpc_key": Field(str | None),
+    "host_requires": Field(list[str]),
+    "host_priority": Field(int),
+    "vector_bits": Field(int, rule=positive),
+    "vector_registers": Field(int, rule=positive),
+}
+FILE_HINT = ("A target file is the dict tvm.target.Target takes plus a \"pipeline\" object of ours "
+             "(see `targets/` for examples).")
+
+
+def _read_target_json(path: Path) -> dict[str, Any]:
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise InputFileError(f"Target file {path} does not exist.") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputFileError(f"Target file {path} cannot be read as text ({err}).") from err
     except json.JSONDecodeError as err:
         raise InputFileError(f"Target file {path} is not valid JSON ({err}).",
                              hint="Fix the file; it must be the dict tvm.target.Target takes.") from err
-    if not isinstance(raw, dict) or "kind" not in raw:
-        raise InputFileError(f"Target file {path} has no \"kind\" key.",
+    if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
+        raise InputFileError(f"Target file {path} has no \"kind\" string key.",
                              hint="A target file is the dict tvm.target.Target takes, e.g. "
                                   '{"kind": "llvm", "mcpu": "haswell"}.')
-    ours = dict(raw.pop(PIPELINE_KEY, {}))
-    export = ours.pop("export", "native")
+    return raw
+
+
+def load_target_file(path: Path) -> TargetSpec:
+    raw = _read_target_json(path)
+    ours = check_object(raw.pop(PIPELINE_KEY, {}), PIPELINE_SCHEMA,
+                        f"The \"{PIPELINE_KEY}\" object of target file {path}", hint=FILE_HINT)
+    export = ours.get("export", "native")
     spec = TargetSpec(
         name=path.stem,
         path=path,
         tvm=raw,
-        description=ours.pop("description", ""),
+        description=ours.get("description", ""),
         export=export,
-        cross_compiler=ours.pop("cross_compiler", None),
-        toolchain_package=ours.pop("toolchain_package", None),
-        arch=ours.pop("arch", "") or (platform.machine() if export == "native" else ""),
-        device=ours.pop("device", "cpu"),
-        rpc_key=ours.pop("rpc_key", None),
-        host_requires=tuple(ours.pop("host_requires", ())),
-        host_priority=int(ours.pop("host_priority", 0)),
-        vector_bits=int(ours.pop("vector_bits", 128)),
-        vector_registers=int(ours.pop("vector_registers", 16)),
-        extra=ours,
+        cross_compiler=ours.get("cross_compiler"),
+        toolchain_package=ours.get("toolchain_package"),
+        ndk_triple=ours.get("ndk_triple", "aarch64-linux-android"),
+        ndk_api=ours.get("ndk_api", 28),
+        arch=ours.get("arch", "") or (platform.machine() if export == "native" else ""),
+        device=ours.get("device", "cpu"),
+        rpc_key=ours.get("rpc_key"),
+        host_requires=tuple(ours.get("host_requires", ())),
+        host_priority=ours.get("host_priority", 0),
+        vector_bits=ours.get("vector_bits", 128),
+        vector_registers=ours.get("vector_registers", 16),
     )
     if spec.tvm.get("kind") == "llvm" and "num-cores" not in spec.tvm and spec.export == "native":
         spec.tvm["num-cores"] = physical_cores()
@@ -146,6 +182,14 @@ def load_target_file(path: Path) -> TargetSpec:
 
 def list_targets() -> list[TargetSpec]:
     return [load_target_file(p) for p in sorted(targets_dir().glob("*.json"))]
+
+
+def checked_targets() -> list[TargetSpec]:
+    """Every target file, each one's ``tvm.target.Target`` built (a bad file fails here, named)."""
+    specs = list_targets()
+    for spec in specs:
+        spec.to_tvm()
+    return specs
 
 
 def resolve_target(name_or_path: str | None) -> TargetSpec:
@@ -183,7 +227,7 @@ def device_exists(device: str) -> bool:
 
     try:
         return bool(tvm.runtime.device(device, 0).exist)
-    except Exception:  # pylint: disable=broad-except
+    except TVM_ERRORS:
         return False    # the runtime lacks that device API entirely
 
 

@@ -67,8 +67,7 @@ def _ndk_clang(root: Path, triple: str, api: int) -> str | None:
 
 
 def _ndk(spec: TargetSpec, ndk: str | None) -> Toolchain:
-    triple = spec.extra.get("ndk_triple", "aarch64-linux-android")
-    api = int(spec.extra.get("ndk_api", 28))
+    triple, api = spec.ndk_triple, spec.ndk_api
     tried = []
     places = [("--ndk", ndk)] if ndk else [(var, os.environ.get(var)) for var in NDK_VARIABLES]
     for origin, value in places:     # an explicit --ndk is the only place looked at

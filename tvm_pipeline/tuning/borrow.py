@@ -29,6 +29,9 @@ import tvm
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
+from ..errors import TVM_ERRORS
+from ..numbers import mean_run_seconds
+
 _DIGITS = re.compile(r"\d+")
 MAX_TRIES = 4
 
@@ -43,7 +46,7 @@ def _shape(func) -> _Shape | None:
     try:
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
         blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root", func_name="main"))]
-    except Exception:  # pylint: disable=broad-except  (no single root block: not ours to handle)
+    except TVM_ERRORS:         # no single root block: not ours to handle
         return None
     signature, extents = [], []
     for block in blocks:
@@ -88,7 +91,7 @@ def _replay(record, func, target):
         for postproc in ms.postproc.Postproc.create(target.kind.name):
             if not postproc.apply(sch):
                 return None
-    except Exception:  # pylint: disable=broad-except  (the borrowed trace does not fit this kernel)
+    except TVM_ERRORS:         # the borrowed trace does not fit this kernel
         return None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
@@ -96,10 +99,9 @@ def _replay(record, func, target):
 def _tuned_workloads(databases: list) -> list[tuple[_Shape, object]]:
     best: dict = {}
     for record in (r for d in databases for r in d.get_all_tuning_records()):
-        secs = [float(s) for s in record.run_secs or []]
-        if not secs or sum(secs) / len(secs) >= 1e9:
+        mean = mean_run_seconds(record.run_secs)
+        if mean is None:
             continue
-        mean = sum(secs) / len(secs)
         if record.workload not in best or mean < best[record.workload][0]:
             best[record.workload] = (mean, record)
     out = []

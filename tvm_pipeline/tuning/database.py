@@ -18,21 +18,27 @@ truncated last line, which would make the whole database unreadable; ``repair`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..files import atomic_write
-from ..errors import TuningError
+from filelock import FileLock, Timeout
+
+from ..errors import TVM_ERRORS, TuningError, notice
+from ..paths import atomic_write, check_folder, writing
 from ..resources import data_dir
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 TRIALS_FILE = "database_trials.json"    # ours: trials that ``distill`` dropped, per workload hash
 LOGS_ENV = "TVM_PIPELINE_LOGS"
+LOCK_FILE = ".database.lock"            # filelock: held by every process that writes the files
 
 
 def shipped_root() -> Path:
@@ -48,6 +54,12 @@ def writable_root(explicit: str | os.PathLike | None = None) -> Path:
     if os.access(shipped, os.W_OK):
         return shipped
     return Path.home() / ".cache" / "tvm-pipeline" / "tuned_logs"
+
+
+def writable_folder(target_name: str, explicit: str | os.PathLike | None = None) -> Path:
+    """The target's database folder in the writable root, checked to be writable (before tuning)."""
+    flag = "--logs" if explicit else f"--logs (or ${LOGS_ENV})"
+    return check_folder(writable_root(explicit) / target_name, "tuning records", flag)
 
 
 def database_dirs(target_name: str, explicit: str | os.PathLike | None = None,
@@ -125,10 +137,61 @@ def write_trials(folder: Path, trials: dict[str, int]) -> None:
     atomic_write_text(folder / TRIALS_FILE, json.dumps(dict(sorted(trials.items())), indent=0) + "\n")
 
 
-def read_json_lines(path: Path) -> list:
-    """The parsed lines of a JSON-lines file (none when it does not exist)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-        if path.exists() else []
+def _numbered_json_lines(path: Path) -> list[tuple[int, object]]:
+    """(line number, parsed line) of a JSON-lines file's non-blank lines (none when it is absent)."""
+    if not path.exists():
+        return []
+    parsed = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                parsed.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise _line_error(path, number, f"is not JSON ({err.msg})") from err
+    return parsed
+
+
+def _line_error(path: Path, number: int, what: str) -> TuningError:
+    return TuningError(f"{path}, line {number}, {what}: this is not a MetaSchedule tuning database "
+                       "as tvm-pipeline writes it.", hint="Move the database folder aside and re-tune, "
+                       "or restore the file from git.")
+
+
+def _is_workload(line) -> bool:
+    """``[structural hash, serialized TIR]``."""
+    return (isinstance(line, list) and len(line) == 2 and isinstance(line[0], (str, int))
+            and isinstance(line[1], str))
+
+
+def _is_record(line, workloads: int) -> bool:
+    """``[workload line index, [trace, run seconds or null, target, argument info]]``."""
+    if not (isinstance(line, list) and len(line) == 2 and isinstance(line[1], list)):
+        return False
+    index, record = line
+    secs = record[1] if len(record) >= 2 else "missing"
+    return (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < workloads
+            and (secs is None or isinstance(secs, list) and all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) for s in secs)))
+
+
+def read_workloads(path: Path) -> list:
+    """The workload lines of ``path``, each checked to be one."""
+    lines = _numbered_json_lines(path)
+    for number, line in lines:
+        if not _is_workload(line):
+            raise _line_error(path, number, "is not a workload [structural hash, TIR]")
+    return [line for _, line in lines]
+
+
+def read_records(path: Path, workloads: int) -> list:
+    """The record lines of ``path``, each checked to be one that points at one of ``workloads``
+    workload lines."""
+    lines = _numbered_json_lines(path)
+    for number, line in lines:
+        if not _is_record(line, workloads):
+            raise _line_error(path, number, "is not a tuning record [workload index < "
+                              f"{workloads}, [trace, run seconds, ...]]")
+    return [line for _, line in lines]
 
 
 def merge(into: Path, sources: Sequence[Path]) -> int:
@@ -156,16 +219,18 @@ def _merge_one(into: Path, source: Path) -> int:
     repair(source)
     into.mkdir(parents=True, exist_ok=True)
     repair(into)
-    ours = read_json_lines(into / WORKLOAD_FILE)
+    ours = read_workloads(into / WORKLOAD_FILE)
+    read_records(into / RECORD_FILE, len(ours))
+    theirs = read_workloads(source / WORKLOAD_FILE)
     index_of = {json.dumps(w, sort_keys=True): i for i, w in enumerate(ours)}
     mapping = {}
-    for i, workload in enumerate(read_json_lines(source / WORKLOAD_FILE)):
+    for i, workload in enumerate(theirs):
         key = json.dumps(workload, sort_keys=True)
         if key not in index_of:
             index_of[key] = len(ours)
             ours.append(workload)
         mapping[i] = index_of[key]
-    records = [[mapping[i], record] for i, record in read_json_lines(source / RECORD_FILE)]
+    records = [[mapping[i], record] for i, record in read_records(source / RECORD_FILE, len(theirs))]
     atomic_write_text(into / WORKLOAD_FILE,
                       "".join(json.dumps(w, separators=(",", ":")) + "\n" for w in ours))
     existing = (into / RECORD_FILE).read_text() if (into / RECORD_FILE).exists() else ""
@@ -187,21 +252,73 @@ def count_records(folder: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def open_json_database(folder: Path, *, create: bool = False):
-    """A MetaSchedule JSONDatabase on ``folder`` after repairing it."""
+def _lock(folder: Path) -> FileLock:
+    return FileLock(str(folder / LOCK_FILE))
+
+
+@contextlib.contextmanager
+def locked(folder: Path, purpose: str):
+    """Hold ``folder``'s database lock (waiting, with a notice, while another process holds it).
+
+    Every writer holds it: ``tune`` for its whole run (its records point at workload lines by
+    number, so no other process may rewrite the files under it), ``distill`` from its read to its
+    replace, and a reader's ``repair``."""
+    with writing(folder, "the tuning database", "--logs"):
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = _lock(folder)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            notice(f"waiting for another tvm-pipeline process to finish with the tuning database "
+                   f"in {folder} before {purpose}")
+            lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _snapshot(folder: Path, into: Path) -> Path:
+    """A repaired copy of ``folder``'s database in ``into`` (while a writer holds the lock)."""
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        if (folder / name).exists():
+            shutil.copyfile(folder / name, into / name)
+    repair(into)
+    return into
+
+
+def _load(folder: Path, create: bool):
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
-    if create:
-        folder.mkdir(parents=True, exist_ok=True)
-    if os.access(folder, os.W_OK):
-        repair(folder)
     try:
         return ms.database.JSONDatabase(str(folder / WORKLOAD_FILE), str(folder / RECORD_FILE),
                                         allow_missing=create)
-    except Exception as err:
+    except TVM_ERRORS as err:
         raise TuningError(f"The tuning database in {folder} cannot be loaded: "
-                          f"{type(err).__name__}: {str(err).strip()[-300:]}",
+                          f"{str(err).strip()[-300:]}",
                           hint="Move the folder aside and re-tune, or restore it from git.") from err
+
+
+def open_json_database(folder: Path, *, create: bool = False):
+    """A MetaSchedule JSONDatabase on ``folder`` after repairing it.
+
+    ``create``: the caller writes to it and holds :func:`locked`. A reader repairs the files in
+    place when it can take the lock at once; while a writer holds it, it loads a repaired copy."""
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+        repair(folder)
+        return _load(folder, create)
+    if not os.access(folder, os.W_OK):
+        return _load(folder, create)
+    lock = _lock(folder)
+    try:
+        with lock.acquire(timeout=0):
+            repair(folder)
+            return _load(folder, create)
+    except Timeout:
+        with tempfile.TemporaryDirectory(prefix="tvm-pipeline-db-") as copy:
+            return _load(_snapshot(folder, Path(copy)), create)
+
 
 
 def union(databases: list):

@@ -24,6 +24,7 @@ from typing import Sequence
 
 from . import database as db
 from ..errors import TuningError
+from ..numbers import mean_run_seconds
 from ..target.spec import TargetSpec
 
 
@@ -49,11 +50,7 @@ class DistillResult:
 
 
 def _mean(record_json) -> float | None:
-    secs = record_json[1]
-    if not secs:
-        return None
-    mean = sum(float(s) for s in secs) / len(secs)
-    return None if mean >= 1e9 else mean       # MetaSchedule stores failed runs as 1e10
+    return mean_run_seconds(record_json[1])
 
 
 class _Verifier:
@@ -81,15 +78,28 @@ def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True,
             merge: Sequence[Path] = ()) -> DistillResult:
     """Rewrite ``folder``'s record file with the best ``keep`` verified records per workload, after
     appending the records of the database folders in ``merge``."""
+    if not merge and not (folder / db.WORKLOAD_FILE).exists():
+        raise _no_database(folder, spec)
+    with db.locked(folder, "distilling"):
+        return _distill_locked(folder, spec, keep, check, merge)
+
+
+def _no_database(folder: Path, spec: TargetSpec) -> TuningError:
+    return TuningError(f"No tuning database in {folder} (no {db.WORKLOAD_FILE}).",
+                       hint="Tune a model for this target first: tvm-pipeline tune MODEL --target "
+                            f"{spec.name}.")
+
+
+def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
+                    merge: Sequence[Path]) -> DistillResult:
+    """``distill`` with the database folder locked."""
     workload_path, record_path = folder / db.WORKLOAD_FILE, folder / db.RECORD_FILE
     merged = db.merge(folder, merge) if merge else 0
     if not workload_path.exists():
-        raise TuningError(f"No tuning database in {folder} (no {db.WORKLOAD_FILE}).",
-                          hint="Tune a model for this target first: tvm-pipeline tune MODEL --target "
-                               f"{spec.name}.")
+        raise _no_database(folder, spec)
     db.repair(folder)
-    workloads = db.read_json_lines(workload_path)
-    lines = db.read_json_lines(record_path)
+    workloads = db.read_workloads(workload_path)
+    lines = db.read_records(record_path, len(workloads))
     by_workload: dict[int, list] = {}
     for index, record_json in lines:
         by_workload.setdefault(index, []).append(record_json)

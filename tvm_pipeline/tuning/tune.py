@@ -36,13 +36,12 @@ from tvm.s_tir import meta_schedule as ms
 from . import database as db
 from . import measure
 from ..target import intrinsics
-from ..errors import TuningError
+from ..errors import TVM_ERRORS, TuningError
+from ..numbers import mean_run_seconds
 from ..lowering.prepare import PreparedModule
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..run.remote import RemoteOptions
-
-_FAILED = 1e9
 
 
 @dataclass(frozen=True)
@@ -150,10 +149,10 @@ class _ProgressCallback(ms.measure_callback.PyMeasureCallback):
         for build, run in zip(builder_results, runner_results):
             task.trials += 1
             self.state.trials += 1
-            if build.error_msg is None and run.error_msg is None and run.run_secs:
-                us = 1e6 * sum(float(s) for s in run.run_secs) / len(run.run_secs)
-                if us < _FAILED and (task.best_us is None or us < task.best_us):
-                    task.best_us = us
+            mean = mean_run_seconds(run.run_secs) if build.error_msg is None and \
+                run.error_msg is None else None
+            if mean is not None and (task.best_us is None or 1e6 * mean < task.best_us):
+                task.best_us = 1e6 * mean
         task.history.append(task.best_us)
         self.state.elapsed_s = time.perf_counter() - self.start
         if self.report:
@@ -259,11 +258,8 @@ def _existing(database, mod, counts: dict) -> tuple[int, float | None]:
         return 0, None
     workload = database.commit_workload(mod)
     best = database.get_top_k(workload, 1)
-    best_us = None
-    if best:
-        secs = [float(s) for s in best[0].run_secs]
-        best_us = 1e6 * sum(secs) / len(secs)
-    return counts.get(workload, 0), best_us
+    mean = mean_run_seconds(best[0].run_secs) if best else None
+    return counts.get(workload, 0), None if mean is None else 1e6 * mean
 
 
 def _records_per_workload(database, folder: Path) -> dict:
@@ -285,7 +281,14 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
     if target.kind.name == "llvm" and "num-cores" not in prepared.target.tvm:
         raise TuningError(f"Target {prepared.target.name} has no \"num-cores\"; MetaSchedule needs it "
                           "to tune an llvm target.", hint=f"Add it to {prepared.target.path}.")
-    folder = db.writable_root(options.logs) / prepared.target.name
+    folder = db.writable_folder(prepared.target.name, options.logs)
+    with db.locked(folder, "tuning"):
+        return _tune_into(folder, target, prepared, options, report)
+
+
+def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOptions,
+               report: Callable[[TuneProgress], None] | None) -> TuneResult:
+    """``tune`` with the database folder locked."""
     database = db.open_json_database(folder, create=True)
     records_before = db.count_records(folder)
     extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
@@ -340,12 +343,12 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
                 measure_callbacks=_callbacks(callback, where.watch),
                 task_scheduler=scheduler,
             )
-    except Exception as err:  # a TVM error surfaced through the FFI (a second Ctrl-C lands here too)
+    except TVM_ERRORS as err:  # a TVM error surfaced through the FFI (a second Ctrl-C lands here too)
         if where.watch is not None and where.watch.error is not None:
             raise where.watch.error from None
         if not callback.interrupted:
             raise TuningError(f"Tuning {prepared.loaded.name} for {prepared.target.name} failed: "
-                              f"{type(err).__name__}: {str(err).strip()[-800:]}",
+                              f"{str(err).strip()[-800:] or 'no message'}",
                               hint=f"Records measured so far are kept in {folder}; logs are in "
                                    f"{work_dir}.") from err
     finally:

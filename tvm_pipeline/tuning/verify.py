@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import TVM_ERRORS
+from ..numbers import compare_arrays, finite_scale, seeded_array
 from ..target.spec import use_physical_cores
 
 RTOL = 1e-3          # relative to the largest magnitude of each compared argument
@@ -61,14 +63,8 @@ def seeded_arguments(mod, seed: int = 0) -> list[np.ndarray]:
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
     rng = np.random.default_rng(seed)
-    args = []
-    for info in ms.arg_info.ArgInfo.from_prim_func(_main(mod)):
-        shape, dtype = [int(s) for s in info.shape], str(info.dtype)
-        if dtype.startswith("float"):
-            args.append(rng.uniform(-1.0, 1.0, shape).astype(dtype))
-        else:
-            args.append(rng.integers(0, 4, shape).astype(dtype))
-    return args
+    return [seeded_array(rng, [int(s) for s in info.shape], str(info.dtype))
+            for info in ms.arg_info.ArgInfo.from_prim_func(_main(mod))]
 
 
 def run_kernel(mod, target, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -98,16 +94,13 @@ def run_kernel_timed(mod, target, args: list[np.ndarray],
 
 def deviation(got: list[np.ndarray], want: list[np.ndarray]) -> float:
     """The worst |got - want| over all arguments, in units of that argument's tolerance
-    (<= 1 is a pass)."""
+    (<= 1 is a pass; the rule of :mod:`tvm_pipeline.numbers`, scaled by the argument's largest
+    finite magnitude)."""
     worst = 0.0
     for g, w in zip(got, want):
         if g.shape != w.shape:
             return float("inf")
-        if not np.all(np.isfinite(g) == np.isfinite(w)):
-            return float("inf")
-        tol = ATOL + RTOL * float(np.max(np.abs(w), initial=0.0))
-        err = float(np.max(np.abs(g.astype("float64") - w.astype("float64")), initial=0.0))
-        worst = max(worst, err / tol)
+        worst = max(worst, compare_arrays(g, w, ATOL, RTOL, finite_scale(w)).deviation)
     return worst
 
 
@@ -171,16 +164,15 @@ def check_target(spec, target):
 def checked_deviations(pairs: list[tuple], target) -> list[float]:
     """:func:`schedule_deviations`, and if the one library does not build, pair by pair, so
     that only the culprit fails (``inf``)."""
-    import tvm  # pylint: disable=import-outside-toplevel
 
     try:
         return schedule_deviations(pairs, target)
-    except tvm.TVMError:
+    except TVM_ERRORS:
         out = []
         for pair in pairs:
             try:
                 out.append(schedule_deviations([pair], target)[0])
-            except tvm.TVMError:
+            except TVM_ERRORS:
                 out.append(float("inf"))
         return out
 

@@ -23,6 +23,7 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
 from . import policy
+from ...errors import TVM_ERRORS
 
 _TILE, _SPLIT, _CATEGORICAL, _LOCATION = ("SamplePerfectTile", "Split", "SampleCategorical",
                                           "SampleComputeLocation")
@@ -141,14 +142,14 @@ def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) 
     func = without_custom_rules(func)
     try:
         spaces = design_spaces(func, target)
-    except tvm.TVMError as err:
+    except TVM_ERRORS as err:
         raise SketchError(f"MetaSchedule wrote no design space: "
                           f"{str(err).strip().splitlines()[-1][:200]}") from err
     reasons = []
     for index in preference(spaces):
         try:
             scheduled = replay(func, spaces[index].trace, target, params)
-        except tvm.TVMError as err:
+        except TVM_ERRORS as err:
             reasons.append(f"sketch {index}: {str(err).strip().splitlines()[-1][:200]}")
             continue
         if scheduled is not None:
