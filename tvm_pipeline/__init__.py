@@ -47,19 +47,21 @@ Every user-caused failure raises a :class:`PipelineError` subclass carrying a on
 the CLI maps them to exit codes in one place (``tvm_pipeline.errors``).
 """
 
-from .api import (CompileOptions, CompileResult, bench, check, classify, compile, distill, prepare,
-                  tune, validate)
+from .api import (CompileOptions, CompileResult, bench, bisect, check, classify, compile, distill,
+                  prepare, profile, report, sweep, tune, validate)
 from .errors import PipelineError
-from .frontend.load import LoadedModel, load
-from .models import MobileNetSpec, build_mobilenet, export_mobilenet
 from .run.remote import RemoteOptions
 from .target.spec import TargetSpec, list_targets, resolve_target
 
 
 def __getattr__(name: str):
-    """Option types that live next to TVM-importing modules, resolved on first use."""
+    """Names from modules that import TVM or ONNX, resolved on first use (so that the CLI and
+    ``import tvm_pipeline`` start fast and Ctrl-C at start-up lands in our handler)."""
     lazy = {"TuneOptions": "tuning.tune", "BenchOptions": "run.bench", "ValidateOptions": "run.validate",
-            "Tolerances": "run.validate"}
+            "Tolerances": "run.validate", "LoadedModel": "frontend.load", "load": "frontend.load",
+            "MobileNetSpec": "models", "build_mobilenet": "models", "export_mobilenet": "models",
+            "ProfileOptions": "observe.profile", "BisectOptions": "observe.bisect",
+            "SweepOptions": "observe.sweep"}
     if name in lazy:
         import importlib  # pylint: disable=import-outside-toplevel
 
@@ -68,6 +70,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["load", "prepare", "tune", "distill", "compile", "check", "validate", "bench", "classify",
+           "profile", "bisect", "sweep", "report", "ProfileOptions", "BisectOptions", "SweepOptions",
            "CompileOptions", "CompileResult", "LoadedModel", "MobileNetSpec", "TargetSpec",
            "PipelineError", "build_mobilenet", "export_mobilenet", "list_targets",
            "resolve_target", "RemoteOptions", "TuneOptions", "BenchOptions", "ValidateOptions", "Tolerances"]

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import InputFileError, UsageError
-from .frontend.load import LoadedModel, load
 from .target.spec import TargetSpec, resolve_target
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .frontend.load import LoadedModel
     from .run.artifact import Artifact
     from .run.remote import RemoteOptions
     from .run.bench import BenchOptions, BenchResult
@@ -32,12 +32,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from .observe.sweep import SweepOptions, SweepProgress, SweepResult
 
 
-def prepare(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | None = None,
+def _loaded(model: "LoadedModel | str | os.PathLike",
+            input_shapes: dict[str, tuple[int, ...]] | None) -> "LoadedModel":
+    from .frontend.load import LoadedModel, load  # pylint: disable=import-outside-toplevel
+
+    return model if isinstance(model, LoadedModel) else load(model, input_shapes)
+
+
+def prepare(model: "LoadedModel | str | os.PathLike", target: TargetSpec | str | None = None,
             input_shapes: dict[str, tuple[int, ...]] | None = None) -> "PreparedModule":
     """Load (if given a path) and import a model into fused Relax for ``target`` (default: host)."""
     from .lowering.prepare import prepare as _prepare  # pylint: disable=import-outside-toplevel
 
-    loaded = model if isinstance(model, LoadedModel) else load(model, input_shapes)
+    loaded = _loaded(model, input_shapes)
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
     return _prepare(loaded, spec)
 
@@ -279,7 +286,7 @@ def profile(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike |
                         options or prof.ProfileOptions(), remote=on_device)
 
 
-def bisect(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | None = None,
+def bisect(model: "LoadedModel | str | os.PathLike", target: TargetSpec | str | None = None,
            input_shapes: dict[str, tuple[int, ...]] | None = None,
            options: "BisectOptions | None" = None, compile_options: CompileOptions = CompileOptions(),
            remote: "RemoteOptions | None" = None) -> "BisectResult":
@@ -290,7 +297,7 @@ def bisect(model: LoadedModel | str | os.PathLike, target: TargetSpec | str | No
 
     from .observe import bisect as bis  # pylint: disable=import-outside-toplevel
 
-    loaded = model if isinstance(model, LoadedModel) else load(model, input_shapes)
+    loaded = _loaded(model, input_shapes)
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
     on_device = remote if remote is not None and remote.enabled else None
     unchecked = dataclasses.replace(compile_options, validate=False, remote=None)

@@ -7,6 +7,8 @@ nothing else in the package decides exit codes.
 
 from __future__ import annotations
 
+import threading
+
 import sys
 
 
@@ -92,6 +94,19 @@ class RemoteError(PipelineError):
 # these only around the TVM call that raises them, never around the project's own code.
 TVM_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, KeyError, IndexError,
               AssertionError)
+
+
+# Set by the CLI's SIGINT handler. Ctrl-C raises KeyboardInterrupt in whatever Python code runs at
+# that moment, and when that is a callback inside a TVM pass, TVM's FFI hands it back as one of
+# TVM_ERRORS: code that catches those to try something else must call ``raise_if_interrupted``
+# first, so that an interrupt never turns into another build.
+INTERRUPTED = threading.Event()
+
+
+def raise_if_interrupted() -> None:
+    """Re-raise Ctrl-C that TVM reported as an error of its own."""
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def notice(message: str) -> None:

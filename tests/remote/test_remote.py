@@ -205,11 +205,13 @@ def test_device_lost_during_tuning_keeps_measured_records(small_v2, victim_farm,
 
 
 def test_gpu_artifact_opens_its_device_on_the_server(cli, small_v2, device, tmp_path):
-    """A Mali (OpenCL) artifact over RPC opens opencl(0) on the device; the emulated board has no
-    OpenCL, which is reported as such (a real board with a Mali GPU runs it)."""
+    """A Mali (OpenCL) artifact over RPC opens opencl(0) on the device; the emulated board runs
+    PyPI's aarch64 wheel, which has no OpenCL runtime, and the error says what the device needs
+    (a real board with a Mali GPU and a TVM runtime built with OpenCL runs it)."""
     out = tmp_path / "mali.tvm"
     res = cli("compile", small_v2, "--target", "mali-linux", "-o", out, "--no-numerics")
     assert res.code == 0, res.err
     res = cli("validate", out, "--rpc", device.rpc())
     assert res.code == RemoteError.exit_code
     assert "has no opencl device" in res.err
+    assert "USE_OPENCL=ON" in res.err and "wheels have no OpenCL runtime" in res.err

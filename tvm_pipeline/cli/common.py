@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from ..frontend.load import parse_input_shapes
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +111,8 @@ def validate_options(args: argparse.Namespace):
 
 
 def input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    from ..frontend.load import parse_input_shapes  # pylint: disable=import-outside-toplevel
+
     return parse_input_shapes(args.input_shape)
 
 

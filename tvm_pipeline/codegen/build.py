@@ -22,7 +22,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from ..errors import TVM_ERRORS, ToolchainError
+from ..errors import TVM_ERRORS, raise_if_interrupted, ToolchainError
 from ..lowering import backends
 from ..lowering.prepare import PreparedModule, list_kernels
 from ..target.toolchains import Toolchain
@@ -210,6 +210,7 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
             executable = tvm.compile(lowered, target=target, relax_pipeline=None,
                                      tir_pipeline=backends.tir_pipeline(target))
         except TVM_ERRORS as err:
+            raise_if_interrupted()
             raise ToolchainError(f"TVM failed to compile {prepared.loaded.name} for "
                                  f"{prepared.target.name}: {str(err).strip()[-600:]}",
                                  hint="Re-run with TVM_PIPELINE_DEBUG=1 for the full traceback; "
@@ -270,6 +271,7 @@ def _work(mod: tvm.IRModule) -> dict[str, float]:
             try:
                 flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
             except TVM_ERRORS:      # no estimate for this loop nest: counts as no work
+                raise_if_interrupted()
                 flops = 0.0
             work[gv.name_hint] = flops * calls.get(gv.name_hint, 1)
     return work
@@ -301,6 +303,7 @@ def export_library(result: BuildResult, path: Path, toolchain: "Toolchain | None
     try:
         module.export_library(str(path), fcompile=toolchain.fcompile())
     except (*TVM_ERRORS, OSError) as err:      # the compiler's failure, or the file system's
+        raise_if_interrupted()
         compiler = toolchain.compiler or "g++"
         raise ToolchainError(f"Linking the compiled module into {path} with {compiler} failed:\n"
                              f"{_tail(str(err))}",

@@ -25,7 +25,7 @@ from tvm.relax.frontend.onnx import from_onnx
 
 from . import backends
 from ..target.capabilities import check_target
-from ..errors import TVM_ERRORS, ModelError
+from ..errors import TVM_ERRORS, raise_if_interrupted, ModelError
 from ..frontend.load import LoadedModel
 from ..target.spec import TargetSpec
 
@@ -77,6 +77,7 @@ def _relax_import(loaded: LoadedModel) -> tvm.IRModule:
         return from_onnx(loaded.model, shape_dict={k: list(v) for k, v in loaded.input_shapes.items()},
                          keep_params_in_input=False)
     except TVM_ERRORS as err:       # the importer raises Python errors of its own kinds too
+        raise_if_interrupted()
         raise ModelError(f"TVM's ONNX importer failed on {loaded.path or 'the model'}: "
                          f"{_last_line(err)}",
                          hint="Run `tvm-pipeline inspect` on the model; shapes may still be dynamic.") from err
@@ -119,6 +120,7 @@ def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
         with tvm_target, tvm.transform.PassContext(opt_level=3):
             mod = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
     except TVM_ERRORS as err:
+        raise_if_interrupted()
         raise ModelError(f"Preparing {loaded.name} for target {target.name} failed in TVM: "
                          f"{str(err).strip()[-500:]}") from err
     return PreparedModule(loaded=loaded, target=target, mod=mod, kernels=list_kernels(mod))

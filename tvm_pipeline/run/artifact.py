@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TVM_ERRORS, InputFileError, UsageError
+from ..errors import TVM_ERRORS, InputFileError, UsageError, raise_if_interrupted
 from ..paths import check_new_folder, writing
 from ..schema import Field, check_object
 from .feeds import flatten_outputs
@@ -307,6 +307,7 @@ class StagedArtifact:
         return Artifact(self.path, json.loads((self.path / METADATA).read_text()))
 
     def commit(self) -> Artifact:
+        raise_if_interrupted()       # Ctrl-C during the build: nothing gets written
         dest = check_destination(self.destination)     # again: it may have changed meanwhile
         backup = None
         with writing(dest, "the artifact", "-o"):

@@ -220,6 +220,13 @@ def connect(options: RemoteOptions, key: str | None = None):
         return tracker.request(key, priority=options.priority, max_retry=1)
 
 
+RUNTIME_HINTS = {
+    kind: (f"PyPI's apache-tvm wheels have no {name} runtime: run the RPC server from a TVM "
+           f"runtime built with USE_{name.upper()}=ON on the device (see the README's GPU "
+           "targets section), or compile for a target that matches the device.")
+    for kind, name in (("opencl", "OpenCL"), ("cl", "OpenCL"), ("vulkan", "Vulkan"))}
+
+
 class RemoteRunner:
     """Runs an artifact on a remote device; same interface as ``artifact.LocalRunner``."""
 
@@ -261,10 +268,10 @@ class RemoteRunner:
     def _open_device(self, kind: str):
         """The target's device on the server, checked before anything is uploaded."""
         missing = RemoteError(f"{self.where} has no {kind} device (or its TVM runtime was built "
-                              f"without {kind} support).",
-                              hint="Start the RPC server on a machine with that device and a TVM "
-                                   "runtime that supports it, or compile for a target that matches "
-                                   "the device.")
+                              f"without {kind} support).", hint=RUNTIME_HINTS.get(
+                                  kind, "Start the RPC server on a machine with that device and a "
+                                        "TVM runtime that supports it, or compile for a target that "
+                                        "matches the device."))
         with self.step(f"opening device {kind}(0)"):
             try:
                 device = self.session.device(kind, 0)

@@ -29,7 +29,7 @@ import tvm
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
-from ..errors import TVM_ERRORS
+from ..errors import TVM_ERRORS, raise_if_interrupted
 from ..numbers import mean_run_seconds
 
 _DIGITS = re.compile(r"\d+")
@@ -47,6 +47,7 @@ def _shape(func) -> _Shape | None:
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
         blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root", func_name="main"))]
     except TVM_ERRORS:         # no single root block: not ours to handle
+        raise_if_interrupted()
         return None
     signature, extents = [], []
     for block in blocks:
@@ -92,6 +93,7 @@ def _replay(record, func, target):
             if not postproc.apply(sch):
                 return None
     except TVM_ERRORS:         # the borrowed trace does not fit this kernel
+        raise_if_interrupted()
         return None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import TVM_ERRORS
+from ..errors import TVM_ERRORS, raise_if_interrupted
 from ..numbers import compare_arrays, finite_scale, seeded_array
 from ..target.spec import use_physical_cores
 
@@ -168,11 +168,13 @@ def checked_deviations(pairs: list[tuple], target) -> list[float]:
     try:
         return schedule_deviations(pairs, target)
     except TVM_ERRORS:
+        raise_if_interrupted()
         out = []
         for pair in pairs:
             try:
                 out.append(schedule_deviations([pair], target)[0])
             except TVM_ERRORS:
+                raise_if_interrupted()
                 out.append(float("inf"))
         return out
 

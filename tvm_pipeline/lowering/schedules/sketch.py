@@ -23,7 +23,7 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
 from . import policy
-from ...errors import TVM_ERRORS
+from ...errors import TVM_ERRORS, raise_if_interrupted
 
 _TILE, _SPLIT, _CATEGORICAL, _LOCATION = ("SamplePerfectTile", "Split", "SampleCategorical",
                                           "SampleComputeLocation")
@@ -143,6 +143,7 @@ def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) 
     try:
         spaces = design_spaces(func, target)
     except TVM_ERRORS as err:
+        raise_if_interrupted()
         raise SketchError(f"MetaSchedule wrote no design space: "
                           f"{str(err).strip().splitlines()[-1][:200]}") from err
     reasons = []
@@ -150,6 +151,7 @@ def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) 
         try:
             scheduled = replay(func, spaces[index].trace, target, params)
         except TVM_ERRORS as err:
+            raise_if_interrupted()
             reasons.append(f"sketch {index}: {str(err).strip().splitlines()[-1][:200]}")
             continue
         if scheduled is not None:
