@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .lowering.prepare import PreparedModule
     from .tuning.tune import TuneOptions, TuneProgress, TuneResult
     from .observe.bisect import BisectOptions, BisectResult
+    from .frontend.quantize import QuantizeOptions, QuantizeReport
     from .observe.profile import ProfileOptions, ProfileResult
     from .run.validate import ValidateOptions, ValidationReport
     from .observe.sweep import SweepOptions, SweepProgress, SweepResult
@@ -270,6 +271,18 @@ def classify(artifact: "Artifact | str | os.PathLike", image: str | os.PathLike,
         raise UsageError(f"classify needs a single-input model; {art.path} has {len(art.inputs)}.")
     inp = art.inputs[0]
     return cls.classify(art.runner(), inp["name"], inp["shape"], image, k)
+
+
+def quantize(model: "LoadedModel | str | os.PathLike", output: str | os.PathLike,
+             options: "QuantizeOptions | None" = None,
+             input_shapes: dict[str, tuple[int, ...]] | None = None) -> "QuantizeReport":
+    """INT8 (QDQ) with ONNX Runtime's static quantizer, written to ``output`` (checked first), and
+    the quantized model compared with the float one on held-back inputs."""
+    from .frontend import quantize as qnt  # pylint: disable=import-outside-toplevel
+    from .paths import check_new_file  # pylint: disable=import-outside-toplevel
+
+    path = check_new_file(output, "the quantized model", "-o")
+    return qnt.quantize(_loaded(model, input_shapes), path, options or qnt.QuantizeOptions())
 
 
 def profile(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | None = None,

@@ -16,9 +16,9 @@ import traceback
 
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, INTERRUPTED, PipelineError
 from . import (bench, bisect, check, classify, compile as compile_cmd, demo, distill, inspect,
-               models, profile, report, rpc, sweep, targets, tune, validate)
+               models, profile, quantize, report, rpc, sweep, targets, tune, validate)
 
-SUBCOMMANDS = (models, inspect, targets, tune, distill, compile_cmd, check, validate, bench, classify,
+SUBCOMMANDS = (models, inspect, quantize, targets, tune, distill, compile_cmd, check, validate, bench, classify,
                profile, bisect, sweep, report, rpc, demo)
 
 

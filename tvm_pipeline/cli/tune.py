@@ -44,6 +44,9 @@ def register(sub) -> None:
                              "population 512, 4 generations) or fast (256, 2): about half the "
                              "search time per batch, for covering many tasks in a short budget")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--cold", action="store_true",
+                        help="no warm start: tasks without a record start from random samples "
+                             "instead of their measured default schedule (for comparisons)")
     common.add_remote(parser, server=False)
     common.add_ndk(parser)
     common.add_json(parser)
@@ -57,6 +60,10 @@ class _Display:
         self.tty = sys.stderr.isatty()
 
     def __call__(self, p) -> None:
+        if p.trials == 0:
+            if p.started_from:
+                sys.stderr.write(p.started_from + "\n")
+            return
         est = f"{p.estimated_ms:.2f} ms" if p.estimated_ms is not None else "n/a (some kernels unmeasured)"
         line = (f"[{p.elapsed_s:7.1f}s] tasks done {p.tasks_done}/{len(p.tasks)}  "
                 f"trials {p.trials}/{p.budget_trials}  best estimated latency {est}")
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                           trials_per_iter=args.trials_per_iter,
                           time_budget_s=parse_duration(args.time_budget), logs=args.logs,
                           seed=args.seed, search=SEARCH_PRESETS[args.search],
+                          warm_start=not args.cold,
                           remote=common.remote_options(args), ndk=args.ndk)
     target = resolve_target(args.target)
     db.writable_folder(target.name, args.logs)   # an unwritable --logs fails before any work

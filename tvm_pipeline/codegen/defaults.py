@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import tvm
 
-from ..lowering.schedules import CpuParams, SketchError, default_schedule
+from ..lowering.schedules import SketchError, cpu_params, default_schedule
 from ..target import intrinsics
-from ..target.spec import TargetSpec, physical_cores
+from ..target.spec import TargetSpec
 from ..tuning import verify
 from ..tuning.borrow import is_scheduled
 
@@ -33,11 +33,6 @@ class DefaultsResult:
     # won the race on this machine and replaced it
     replaced: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-
-def cpu_params(spec: TargetSpec, target: tvm.target.Target) -> CpuParams:
-    cores = int(target.attrs.get("num-cores", 0) or physical_cores())
-    return CpuParams(vector_bits=spec.vector_bits, vector_registers=spec.vector_registers,
-                     cores=cores)
 
 
 def apply_defaults(mod: tvm.IRModule, spec: TargetSpec,
@@ -85,10 +80,12 @@ def race(mod: tvm.IRModule, unscheduled: tvm.IRModule, kernels: list[str], spec:
     deviations = _check(unscheduled, sketched, verify.check_target(spec, target))
     correct = {gv: f for gv, f in sketched.items() if deviations[gv] <= 1.0}
     names = list(correct)
-    seconds = verify.time_kernels([mod[gv.name_hint] for gv in names]
-                                  + [correct[gv] for gv in names], target)
+    # each pair timed back to back (not all of one kind first): drifts of the machine over the
+    # timing hit both sides alike
+    seconds = verify.time_kernels([f for gv in names for f in (mod[gv.name_hint], correct[gv])],
+                                  target)
     for i, gv in enumerate(names):
-        mine, default = seconds[i], seconds[len(names) + i]
+        mine, default = seconds[2 * i], seconds[2 * i + 1]
         if default * (1 + RACE_MARGIN) < mine:
             mod[gv.name_hint] = correct[gv]
             result.replaced[gv.name_hint] = (mine, default)

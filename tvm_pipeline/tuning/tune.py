@@ -35,6 +35,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from . import database as db
 from . import measure
+from .warmstart import WarmStart, seed_defaults
 from ..target import intrinsics
 from ..errors import TVM_ERRORS, TuningError
 from ..numbers import mean_run_seconds
@@ -58,6 +59,7 @@ SEARCH_PRESETS = {"default": SearchOptions(), "fast": SearchOptions(population=2
 @dataclass(frozen=True)
 class TuneOptions:
     max_trials: int = 2000              # trials measured by this run (all tasks together)
+    warm_start: bool = True             # seed untuned tasks with their measured default schedule
     trials_per_task: int = 64           # per-task budget, records already in the database included
     trials_per_iter: int = 64           # candidates per measured batch
     time_budget_s: float | None = None  # stop after the batch that crosses this wall-clock budget
@@ -92,6 +94,7 @@ class TuneProgress:
     elapsed_s: float
     budget_trials: int
     trials_per_task: int
+    started_from: str = ""              # what the search starts from (warm start), for humans
 
     @property
     def tasks_done(self) -> int:
@@ -124,6 +127,7 @@ class TuneResult:
         return {"database": str(self.database_dir), "stopped_by": self.stopped_by,
                 "trials": p.trials, "seconds": round(p.elapsed_s, 1),
                 "records_before": self.records_before, "records_after": self.records_after,
+                "started_from": p.started_from,
                 "candidates_checked": self.checked, "candidates_rejected": self.rejected,
                 "estimated_ms": p.estimated_ms, "tasks_done": p.tasks_done, "tasks": len(p.tasks),
                 "per_task": [{"name": t.name, "weight": t.weight, "trials": t.total_trials,
@@ -196,15 +200,19 @@ class _SequentialGradientScheduler(ms.task_scheduler.PyTaskScheduler):
         alive = [i for i, t in enumerate(tasks) if not t.is_terminated]
         if not alive:
             return -1
-        # first one batch per task, least-tuned first (a resumed run reaches untouched tasks)
-        fresh = sorted((i for i in alive if i not in self.visited),
-                       key=lambda i: self.progress.tasks[i].trials_before)
+        # first one batch per task, by expected gain: the largest share of the model's time first
+        # (weight x best known time; tasks with no time at all before those)
+        fresh = sorted((i for i in alive if i not in self.visited), key=self._share, reverse=True)
         choice = fresh[0] if fresh else self._by_gradient(alive)
         self.visited.add(choice)
         self.last = choice
         if self.on_task is not None:
             self.on_task(choice)
         return choice
+
+    def _share(self, i: int) -> float:
+        state = self.progress.tasks[i]
+        return float("inf") if state.best_us is None else state.weight * state.best_us
 
     def _by_gradient(self, alive: list[int], window: int = 3, alpha: float = 0.2) -> int:
         scores = []
@@ -292,6 +300,9 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     database = db.open_json_database(folder, create=True)
     records_before = db.count_records(folder)
     extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
+    intrinsics.register_for(target.kind.name, prepared.target.arch)
+    warm = (seed_defaults(database, extracted, prepared.target, target) if options.warm_start
+            else WarmStart(why_none="disabled (--cold)"))
     states, todo = [], []
     counts = _records_per_workload(database, folder)
     for task in extracted:
@@ -302,14 +313,14 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
             todo.append(task)
     remaining = [options.trials_per_task - s.trials_before for s in states]
     budget = min(options.max_trials, sum(remaining))   # what this run can actually measure
-    progress = TuneProgress(states, 0, 0.0, budget, options.trials_per_task)
+    progress = TuneProgress(states, 0, 0.0, budget, options.trials_per_task,
+                            warm.summary({t.task_name: int(t.weight) for t in extracted}))
     if not todo:
         return TuneResult(folder, progress, "nothing-to-do", records_before, records_before)
     per_task = max(remaining)
     work_dir = folder / "logs"
     # MetaSchedule's log set-up binds a console handler to sys.stdout; keep stdout for results.
-    intrinsics.register_for(target.kind.name, prepared.target.arch)
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), _unnamed_handlers_set_aside():
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(work_dir), seed=options.seed,
             strategy=ms.search_strategy.EvolutionarySearch(
@@ -332,6 +343,8 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
             where.guard.set_task(task_id, contexts[task_id].mod, best_us / 1e6 if best_us else None)
 
     scheduler = _SequentialGradientScheduler(progress, callback, options.seed, on_task)
+    if report:
+        report(progress)                # trials 0: what the search starts from
     stopped_by = "budget"
     try:
         with _StopOnInterrupt(callback):
@@ -368,6 +381,22 @@ def _callbacks(progress: _ProgressCallback, watch=None) -> list:
     (before the slower cost-model update), and a remote device watch before the commit."""
     defaults = list(ms.MeasureCallback.create("default"))
     return [*([watch] if watch is not None else []), defaults[0], progress, *defaults[1:]]
+
+
+@contextlib.contextmanager
+def _unnamed_handlers_set_aside():
+    """MetaSchedule's logging set-up (``logging.config.dictConfig``) lists its logger's handlers
+    by name and fails on one without a name (a host application's, such as pytest's log
+    capture): set those aside while it runs."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for handler in unnamed:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in unnamed:
+            logger.addHandler(handler)
 
 
 def _quiet_metaschedule_console() -> None:

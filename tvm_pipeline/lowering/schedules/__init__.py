@@ -2,7 +2,7 @@
 decisions derived from the loop extents and the target's vector unit (``policy``), replayed and
 postprocessed (``sketch``). GPU targets use DLight's rules instead (``lowering.backends``)."""
 
-from .policy import CpuParams
+from .policy import CpuParams, cpu_params
 from .sketch import SketchError, Sketched, default_schedule
 
-__all__ = ["CpuParams", "SketchError", "Sketched", "default_schedule"]
+__all__ = ["CpuParams", "SketchError", "Sketched", "cpu_params", "default_schedule"]

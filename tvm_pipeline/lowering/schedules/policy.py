@@ -36,6 +36,15 @@ class CpuParams:
         return max(1, self.vector_bits // FLOAT_BITS)
 
 
+def cpu_params(spec, target) -> CpuParams:
+    """The policy's view of a target file (``TargetSpec``) and its ``tvm.target.Target``."""
+    from ...target.spec import physical_cores  # pylint: disable=import-outside-toplevel
+
+    cores = int(target.attrs.get("num-cores", 0) or physical_cores())
+    return CpuParams(vector_bits=spec.vector_bits, vector_registers=spec.vector_registers,
+                     cores=cores)
+
+
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 

@@ -37,6 +37,7 @@ _RFACTOR = "RFactor"
 class Sketched:
     func: tvm.tirx.PrimFunc     # the scheduled kernel (``tirx.is_scheduled``)
     sketch: int                 # which of MetaSchedule's design spaces it came from
+    trace: object = None        # the schedule's trace, postprocessors included (a tuning record's)
 
 
 class SketchError(Exception):
@@ -103,8 +104,8 @@ def plan(func, trace, params: policy.CpuParams) -> tuple[dict, bool]:
 
 
 def replay(func, trace, target, params: policy.CpuParams):
-    """``trace`` replayed on ``func`` with the policy's decisions, postprocessed; None when a
-    postprocessor rejects it."""
+    """``trace`` replayed on ``func`` with the policy's decisions, postprocessed: the schedule,
+    or None when a postprocessor rejects it."""
     decisions, reduces = plan(func, trace, params)
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
 
@@ -119,10 +120,11 @@ def replay(func, trace, target, params: policy.CpuParams):
         return decision
 
     trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
+    sch.enter_postproc()        # as MetaSchedule marks it: a record's trace can seed its search
     for postproc in ms.postproc.Postproc.create(target.kind.name):
         if not postproc.apply(sch):
             return None
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    return sch
 
 
 def preference(spaces: list) -> list[int]:
@@ -155,6 +157,7 @@ def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) 
             reasons.append(f"sketch {index}: {str(err).strip().splitlines()[-1][:200]}")
             continue
         if scheduled is not None:
-            return Sketched(scheduled, index)
+            return Sketched(scheduled.mod["main"].with_attr("tirx.is_scheduled", True), index,
+                            scheduled.trace)
         reasons.append(f"sketch {index}: a postprocessor rejected it")
     raise SketchError("; ".join(reasons) or "MetaSchedule wrote no sketch for it")

@@ -1,0 +1,42 @@
+"""Warm start: every task without a record starts from its checked, measured default schedule."""
+
+from __future__ import annotations
+
+import json
+
+from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare, tune
+from tvm_pipeline.tuning import database as db
+from tvm_pipeline.tuning.tune import TuneOptions
+
+
+def test_warm_start_seeds_every_task_and_its_records_build_a_valid_model(small_v2, tmp_path):
+    prepared = prepare(small_v2)
+    logs = tmp_path / "logs"
+    shown = []
+    result = tune(prepared, TuneOptions(max_trials=4, trials_per_iter=4, logs=str(logs), seed=0),
+                  report=lambda progress: shown.append(progress.trials))
+    started = result.progress.started_from
+    assert started.startswith("warm start: ") and "seeded with their checked default" in started
+    assert shown and shown[0] == 0                  # reported before the first batch
+    # every task had a measured time before any search: its default's
+    assert all(task.best_us is not None for task in result.progress.tasks)
+    folder = logs / prepared.target.name
+    records = [json.loads(line) for line in (folder / db.RECORD_FILE).read_text().splitlines()]
+    workloads = {r[0] for r in records}
+    assert len(workloads) == len(result.progress.tasks)
+    # the seeded traces replay through the database: compile takes them all as tuned, and the
+    # model still computes what ONNX Runtime computes (compile validates before writing)
+    built = compile_model(prepared, tmp_path / "v2.tvm",
+                          CompileOptions(logs=str(logs), shipped_logs=False))
+    assert built.validation.passed
+    assert len(built.build.tuned_kernels) + len(built.build.default_kernels) == \
+        built.build.kernels_total and not built.build.naive_kernels
+    assert len(built.build.tuned_kernels) >= len(result.progress.tasks) - 2
+
+
+def test_cold_start_seeds_nothing(small_v2, tmp_path):
+    prepared = prepare(small_v2)
+    result = tune(prepared, TuneOptions(max_trials=4, trials_per_iter=4, logs=str(tmp_path),
+                                        warm_start=False))
+    assert result.progress.started_from == "warm start: none (disabled (--cold))"
+    assert sum(task.best_us is not None for task in result.progress.tasks) < len(result.progress.tasks) / 2
