@@ -19,6 +19,12 @@ import pytest
 MOMENTS_S = (-1.0, 0.0, 1.0, 3.0, 6.0, 10.0)   # after the "compiling" line; -1: 1 s before it
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """The child's SIGINT as in a terminal: a test run started in the background (``nohup ... &``)
+    would hand its children SIGINT ignored, and the CLI keeps an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_start(proc, seconds: float = 1.0) -> None:
     """Sleep until the CLI has been running for ``seconds`` (its modules imported, importing ONNX
     and TVM for the model): the first moment it can act on a signal, under any machine load."""
@@ -34,7 +40,8 @@ def test_ctrl_c_during_compile_exits_130_and_writes_nothing(small_v2, tmp_path, 
     out = tmp_path / "v2.tvm"
     proc = subprocess.Popen([sys.executable, "-m", "tvm_pipeline", "compile", str(small_v2),
                              "--untuned", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     if moment < 0:
         _wait_for_start(proc)
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,10 +176,11 @@ def quantize(loaded: LoadedModel, output: Path, options: QuantizeOptions) -> Qua
                                                               "model.int8.onnx"))
         onnx.save(loaded.model, source)        # the quantizer rewrites a ModelProto it is given
         try:
-            quant_pre_process(str(source), str(prepared))
-            quantize_static(prepared, staged, _Reader(calibrate), quant_format=QuantFormat.QDQ,
-                            per_channel=options.per_channel, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=method)
+            with contextlib.redirect_stdout(sys.stderr):   # its calibrators print progress
+                quant_pre_process(str(source), str(prepared))
+                quantize_static(prepared, staged, _Reader(calibrate), quant_format=QuantFormat.QDQ,
+                                per_channel=options.per_channel, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, calibrate_method=method)
         except (ValueError, RuntimeError, onnx.checker.ValidationError) as err:
             raise ModelError(f"ONNX Runtime's quantizer failed on {loaded.name}: "
                              f"{str(err).strip()[-400:]}") from err
