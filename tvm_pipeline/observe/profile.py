@@ -127,8 +127,10 @@ class ProfileResult:
                 f"ms ({share:.1f}% of it)")
         if self.builtin_ms is not None:
             rest = self.model_ms - self.kernel_ms - self.builtin_ms
-            text += (f"; VM builtins (allocation, shape checks) {self.builtin_ms:.3f} ms; the rest "
-                     f"{rest:+.3f} ms is VM dispatch between calls")
+            text += f"; VM builtins (allocation, shape checks) {self.builtin_ms:.3f} ms; "
+            text += (f"the rest, {rest:.3f} ms, is VM dispatch between calls" if rest >= 0 else
+                     f"kernels and builtins exceed the run without instrument by {-rest:.3f} ms: "
+                     "the instrument's own cost around each call")
         else:
             text += ("; the rest is VM dispatch, allocation and the difference between kernels "
                      "timed alone and inside the model")
