@@ -286,7 +286,7 @@ def quantize(model: "LoadedModel | str | os.PathLike", output: str | os.PathLike
 
 
 def profile(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | None = None,
-            options: "ProfileOptions | None" = None,
+            options: "ProfileOptions | None" = None, runner=None,
             remote: "RemoteOptions | None" = None) -> "ProfileResult":
     """Time per kernel (here: inside the model; on a ``remote`` device: kernel by kernel), each
     kernel mapped to the ONNX nodes it computes, beside ONNX Runtime's own per-node profile."""
@@ -295,7 +295,7 @@ def profile(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike |
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     on_device = remote is not None and remote.enabled
-    return prof.profile(art, _reference_model(art, model), art.runner(remote),
+    return prof.profile(art, _reference_model(art, model), runner or art.runner(remote),
                         options or prof.ProfileOptions(), remote=on_device)
 
 
@@ -336,7 +336,7 @@ def report(artifact: "Artifact | str | os.PathLike", output: str | os.PathLike,
                           bench(art, model, BenchOptions(runs=runs), runner=runner,
                                 with_reference=not on_device),
                           profile(art, model, ProfileOptions(runs=runs, with_ort=not on_device),
-                                  remote))
+                                  runner, remote))
     return rep.write_report(path, data)
 
 

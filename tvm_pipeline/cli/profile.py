@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     remote = common.remote_options(args)
     with_ort = not args.no_ort and not remote.enabled
     result = profile(args.artifact, args.model, ProfileOptions(
-        runs=args.runs, warmup=args.warmup, threads=args.threads, with_ort=with_ort), remote)
+        runs=args.runs, warmup=args.warmup, threads=args.threads, with_ort=with_ort),
+        remote=remote)
     if args.json:
         common.emit_json(result.to_dict())
     else:

@@ -86,9 +86,8 @@ class BuildResult:
     def heaviest_untuned(self, count: int) -> list[tuple[str, float, str]]:
         """The ``count`` kernels with the largest share of the work that nothing tuned:
         (kernel, share, source), the first candidates for ``tune``."""
-        total = sum(self.work.values()) or 1.0
         untuned = sorted(self.untuned_kernels, key=lambda k: -self.work.get(k, 0.0))[:count]
-        return [(k, self.work.get(k, 0.0) / total, self.source_of(k)) for k in untuned
+        return [(k, self.work_share([k]), self.source_of(k)) for k in untuned
                 if self.work.get(k, 0.0) > 0]
 
     def summary(self) -> str:

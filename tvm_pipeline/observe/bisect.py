@@ -29,6 +29,7 @@ import onnx
 from ..errors import UsageError
 from ..paths import atomic_folder
 from ..frontend.load import LoadedModel, load_proto
+from ..run.feeds import flatten_outputs, flatten_tensors
 from ..run.validate import OutputReport, Tolerances, compare
 from .graph import Graph, intermediate_values, node_model, with_all_outputs
 from .mapping import capture
@@ -122,20 +123,15 @@ def read_feeds(folder: str | os.PathLike, loaded: LoadedModel) -> dict[str, np.n
     return feeds
 
 
-def _tensors(result) -> list:
-    """The VM's result (a tensor or nested tuples of them) as a flat list of tensors."""
-    return [result] if hasattr(result, "numpy") else [t for r in result for t in _tensors(r)]
-
-
 def _tvm_values(compiled, remote, feeds, names) -> tuple[list[np.ndarray], dict[str, str]]:
     """Run the ``compiled`` model (an ``api.CompileResult``) on ``feeds``: its outputs, and for
     local runs the kernel that wrote each output."""
     runner = compiled.artifact.runner(remote)
     args = runner.to_device(feeds)
     if remote is not None:
-        return [o.numpy() for o in _tensors(runner.run_device(args))], {}
+        return flatten_outputs(runner.run_device(args)), {}
     calls, returned = capture(runner.vm, args, set(compiled.build.signatures))
-    flat = _tensors(returned)
+    flat = flatten_tensors(returned)
     return [o.numpy() for o in flat], _computing_kernels(calls, dict(zip(names, flat)))
 
 

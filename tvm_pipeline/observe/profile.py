@@ -284,16 +284,12 @@ def ort_profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
                 options: ProfileOptions) -> tuple[float, dict[str, float]]:
     """ONNX Runtime on the same feeds: whole-model median ms, and ms per run by op type from its
     own node profile (a separate session, so profiling does not slow the whole-model timing)."""
-    from ..run.validate import ort_session  # pylint: disable=import-outside-toplevel
+    from ..run.bench import BenchOptions, time_runner  # pylint: disable=import-outside-toplevel
+    from ..run.validate import ort_runner, ort_session  # pylint: disable=import-outside-toplevel
 
-    session = ort_session(model, options.threads)
-    for _ in range(options.warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(options.runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
+    whole = time_runner(ort_runner(model, options.threads), feeds,
+                        BenchOptions(warmup=options.warmup, runs=options.runs,
+                                     threads=options.threads))
     with tempfile.TemporaryDirectory(prefix="tvm-pipeline-ort-profile-") as folder:
         profiled = ort_session(model, options.threads, profile_prefix=str(Path(folder) / "ort"))
         for _ in range(options.warmup + options.runs):
@@ -304,7 +300,7 @@ def ort_profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
             ops[event.get("args", {}).get("op_name", "?")] += event.get("dur", 0) / 1e3 / runs
-    return 1e3 * float(np.median(times)), dict(ops)
+    return whole.median_ms, dict(ops)
 
 
 def profile(artifact, model: onnx.ModelProto, runner, options: ProfileOptions = ProfileOptions(),

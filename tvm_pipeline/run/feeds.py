@@ -72,10 +72,10 @@ def preprocess(image_path: str | Path, shape: Sequence[int], dtype: str = "float
     return np.ascontiguousarray(np.repeat(x[None], batch, axis=0).astype(np_dtype))
 
 
+def flatten_tensors(result) -> list:
+    """The VM's result (a tensor or nested tuples of them) as a flat list of tensors."""
+    return [result] if hasattr(result, "numpy") else [t for r in result for t in flatten_tensors(r)]
+
+
 def flatten_outputs(result) -> list[np.ndarray]:
-    if hasattr(result, "numpy"):
-        return [result.numpy()]
-    out: list[np.ndarray] = []
-    for item in result:
-        out.extend(flatten_outputs(item))
-    return out
+    return [t.numpy() for t in flatten_tensors(result)]

@@ -74,10 +74,6 @@ def database_dirs(target_name: str, explicit: str | os.PathLike | None = None,
     return dirs
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, text)
-
-
 @dataclass(frozen=True)
 class RepairReport:
     dropped_lines: int
@@ -103,7 +99,7 @@ def repair(folder: Path) -> RepairReport:
             good.append(line)
         text = "".join(line + "\n" for line in good)
         if text != raw:
-            atomic_write_text(path, text)
+            atomic_write(path, text)
     return RepairReport(dropped)
 
 
@@ -134,7 +130,7 @@ def read_trials(folder: Path) -> dict[str, int]:
 
 
 def write_trials(folder: Path, trials: dict[str, int]) -> None:
-    atomic_write_text(folder / TRIALS_FILE, json.dumps(dict(sorted(trials.items())), indent=0) + "\n")
+    atomic_write(folder / TRIALS_FILE, json.dumps(dict(sorted(trials.items())), indent=0) + "\n")
 
 
 def _numbered_json_lines(path: Path) -> list[tuple[int, object]]:
@@ -231,10 +227,10 @@ def _merge_one(into: Path, source: Path) -> int:
             ours.append(workload)
         mapping[i] = index_of[key]
     records = [[mapping[i], record] for i, record in read_records(source / RECORD_FILE, len(theirs))]
-    atomic_write_text(into / WORKLOAD_FILE,
+    atomic_write(into / WORKLOAD_FILE,
                       "".join(json.dumps(w, separators=(",", ":")) + "\n" for w in ours))
     existing = (into / RECORD_FILE).read_text() if (into / RECORD_FILE).exists() else ""
-    atomic_write_text(into / RECORD_FILE, existing + "".join(
+    atomic_write(into / RECORD_FILE, existing + "".join(
         json.dumps(r, separators=(",", ":")) + "\n" for r in records))
     trials = read_trials(into)
     for shash, count in read_trials(source).items():

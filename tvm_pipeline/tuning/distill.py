@@ -25,6 +25,7 @@ from typing import Sequence
 from . import database as db
 from ..errors import TuningError
 from ..numbers import mean_run_seconds
+from ..paths import atomic_write
 from ..target.spec import TargetSpec
 
 
@@ -127,7 +128,7 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
         trials[shash] = trials.get(shash, 0) + len(records) - len(kept)
         kept_lines.extend(json.dumps([index, r], separators=(",", ":")) for r in kept)
     bytes_before = workload_path.stat().st_size + (record_path.stat().st_size if lines else 0)
-    db.atomic_write_text(record_path, "".join(line + "\n" for line in kept_lines))
+    atomic_write(record_path, "".join(line + "\n" for line in kept_lines))
     db.write_trials(folder, trials)
     return DistillResult(folder, len(workloads), len(lines), len(kept_lines), bytes_before,
                          workload_path.stat().st_size + record_path.stat().st_size, verified,
