@@ -152,6 +152,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
                                 export_library)
     from .codegen.devicecheck.check import CheckOptions, check_build  # pylint: disable=import-outside-toplevel
     from .run import validate as val  # pylint: disable=import-outside-toplevel
+    from .frontend.quantize import recorded_float_model  # pylint: disable=import-outside-toplevel
 
     from .target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
 
@@ -185,6 +186,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
             "toolchain": toolchain.to_dict(),
             **result.metadata(),
             "device_checks": checks.to_dict() if checks else None,
+            "integer": prepared.integer.to_dict() if prepared.integer.quantized else None,
             "files": files,
         }
         staged.write_metadata({**metadata, "validation": None})
@@ -196,15 +198,35 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
                        "the device with `tvm-pipeline validate ARTIFACT --rpc HOST:PORT`, or pass "
                        "--rpc to compile")
         else:
-            report = val.validate(staged.artifact().runner(remote), val.ort_runner(loaded.original),
-                                  loaded.inputs, [t.name for t in loaded.outputs],
-                                  options.validate_options or val.ValidateOptions())
+            vopts = options.validate_options or val.ValidateOptions()
+            report = val.validate_model(staged.artifact().runner(remote), loaded.original,
+                                        loaded.inputs, [t.name for t in loaded.outputs], vopts,
+                                        recorded_float_model(loaded.original))
+            _decide_by_layers(report, loaded, prepared.target, vopts, remote, options)
             val.check(report)   # raises ValidationError; the staged folder is discarded
         staged.write_metadata({**metadata, "validation": report.to_dict() if report else
                                {"skipped": skipped}})
         artifact = staged.commit()
     return CompileResult(artifact, result, report, skipped, time.perf_counter() - start,
                          checks=checks)
+
+
+def _decide_by_layers(report: "ValidationReport", loaded: "LoadedModel", target: TargetSpec,
+                      options: "ValidateOptions", remote, compile_options: CompileOptions) -> None:
+    """A quantized model whose outputs missed the step criterion: the layer by layer check
+    (``observe.layerwise``) decides whether TVM computes what the model says."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+
+    from .observe import layerwise  # pylint: disable=import-outside-toplevel
+    from .run.validate import make_feeds  # pylint: disable=import-outside-toplevel
+
+    if not report.needs_layerwise:
+        return
+    unchecked = dataclasses.replace(compile_options, validate=False, remote=None)
+    layers = layerwise.check_layers(loaded, target,
+                                    lambda prepared, out: compile(prepared, out, unchecked),
+                                    make_feeds(loaded.inputs, options), options.tolerances, remote)
+    report.decide_by_layers(layers.to_dict(), layers.summary())
 
 
 def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
@@ -236,12 +258,23 @@ def validate(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike 
     from .frontend.analysis import TensorInfo  # pylint: disable=import-outside-toplevel
     from .run.artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
     from .run import validate as val  # pylint: disable=import-outside-toplevel
+    from .frontend.quantize import recorded_float_model  # pylint: disable=import-outside-toplevel
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-    reference = val.ort_runner(_reference_model(art, model))
+    reference = _reference_model(art, model)
     inputs = [TensorInfo.from_dict(t) for t in art.inputs]
-    return val.validate(runner or art.runner(remote), reference, inputs,
-                        [t["name"] for t in art.outputs], options or val.ValidateOptions())
+    options = options or val.ValidateOptions()
+    report = val.validate_model(runner or art.runner(remote), reference, inputs,
+                                [t["name"] for t in art.outputs], options,
+                                recorded_float_model(reference))
+    if report.needs_layerwise:
+        from .frontend.load import load_proto  # pylint: disable=import-outside-toplevel
+
+        loaded = load_proto(reference, {t.name: tuple(t.shape) for t in inputs},
+                            model or art.metadata["model"]["path"])
+        _decide_by_layers(report, loaded, resolve_target(art.target_name), options, remote,
+                          CompileOptions())
+    return report
 
 
 def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | None = None,

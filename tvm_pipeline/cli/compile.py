@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
                           **result.artifact.metadata})
         return 0
     print(result.build.summary())
+    if prepared.integer.quantized:
+        print(prepared.integer.summary())
     without_record = [k for k in result.build.untuned_kernels if k not in result.build.replaced]
     if without_record:
         print(f"  to tune the {len(without_record)} kernels without a record (tuned ones are "

@@ -29,6 +29,9 @@ def register(sub) -> None:
                         help="calibration method (default minmax)")
     parser.add_argument("--per-tensor", action="store_true",
                         help="one scale per weight tensor instead of per output channel")
+    parser.add_argument("--reduce-range", action="store_true",
+                        help="7-bit weights: ONNX Runtime's integer kernels on x86 without VNNI "
+                             "then compute the model exactly (no u8 x s8 saturation)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated inputs")
     common.add_json(parser)
     parser.set_defaults(run=run)
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model)
     output = args.output or str(model.with_name(model.stem + ".int8.onnx"))
     options = QuantizeOptions(Path(args.calibration) if args.calibration else None, args.samples,
-                              args.held_back, args.method, not args.per_tensor, args.seed)
+                              args.held_back, args.method, not args.per_tensor, args.seed,
+                              args.reduce_range)
     report = quantize(args.model, output, options, common.input_shapes(args))
     if args.json:
         common.emit_json(report.to_dict())

@@ -1,6 +1,12 @@
 """``quantize``: post-training static INT8 quantization with ONNX Runtime's quantizer (QDQ format),
 then the quantized model measured against the float one on inputs the calibration never saw.
 
+The report evaluates the quantized model op by op (ONNX Runtime with graph optimizations off:
+the model as the standard defines it), and says when ONNX Runtime's own fused integer kernels on
+this CPU compute something else (u8 x s8 saturation on x86 without VNNI; ``reduce_range`` avoids
+it). The float model's path and sha256 go into the quantized model's ``metadata_props``, so that
+validating a compiled quantized model can report the accuracy drift against it.
+
 Calibration inputs are images (MobileNet preprocessing, the pipeline's) or seeded random inputs;
 with images, every fifth one (at least one) is held back for the report, the rest calibrate; with
 ``samples``, the held-back inputs come from another seed. Weights are quantized per output channel
@@ -27,6 +33,9 @@ from .load import LoadedModel
 METHODS = ("minmax", "entropy", "percentile")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 HOLD_BACK_EVERY = 5
+SATURATION_COSINE = 0.999   # below: ONNX Runtime's integer kernels do not compute the definition
+FLOAT_MODEL_KEY = "tvm_pipeline.float_model"          # metadata_props of a quantized model
+FLOAT_SHA_KEY = "tvm_pipeline.float_model_sha256"
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class QuantizeOptions:
     method: str = "minmax"
     per_channel: bool = True
     seed: int = 0
+    reduce_range: bool = False         # 7-bit weights: no u8 x s8 saturation without VNNI
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -60,6 +70,9 @@ class QuantizeReport:
     float_bytes: int
     int8_bytes: int
     outputs: list = field(default_factory=list)   # run.validate.OutputReport per output
+    reduce_range: bool = False
+    # min cosine of ONNX Runtime's fused integer kernels against the model evaluated op by op
+    integer_kernels_cosine: float = 1.0
 
     def to_dict(self) -> dict:
         from dataclasses import asdict  # pylint: disable=import-outside-toplevel
@@ -70,18 +83,30 @@ class QuantizeReport:
 
     def format(self) -> str:
         lines = [f"Quantized to {self.output} (QDQ, {self.method} calibration on {self.calibration}, "
-                 f"{'per-channel' if self.per_channel else 'per-tensor'} int8 weights, uint8 "
+                 f"{'per-channel' if self.per_channel else 'per-tensor'} "
+                 f"{'7-bit' if self.reduce_range else 'int8'} weights, uint8 "
                  f"activations): {self.float_bytes / 1e6:.2f} MB -> {self.int8_bytes / 1e6:.2f} MB",
                  "integer inputs: " + (", ".join(f"{n} {op}" for op, n in
                                                  sorted(self.quantized_ops.items())) or "none"),
                  "left in float: " + (", ".join(f"{n} {op}" for op, n in
                                                 sorted(self.float_ops.items())) or "none"),
-                 f"Quantized vs float model (ONNX Runtime) on {self.held_back} held-back input(s):",
+                 f"Quantized (evaluated op by op) vs float model, ONNX Runtime, on {self.held_back} "
+                 "held-back input(s):",
                  f"{'output':16} {'cosine':>9} {'max abs':>9} {'top-1':>6} {'top-5':>6}"]
         for o in self.outputs:
             top1 = f"{o.top1_agreement:6.1%}" if o.top1_agreement is not None else f"{'-':>6}"
             top5 = f"{o.top5_agreement:6.1%}" if o.top5_agreement is not None else f"{'-':>6}"
             lines.append(f"{o.name[:16]:16} {o.cosine:9.5f} {o.max_abs:9.3g} {top1} {top5}")
+        if self.integer_kernels_cosine < SATURATION_COSINE:
+            lines.append(
+                f"note: ONNX Runtime's fused integer kernels on this CPU differ from the model "
+                f"evaluated op by op (cosine {self.integer_kernels_cosine:.4f}): "
+                + ("single-step rounding differences that this network amplifies layer by layer"
+                   if self.reduce_range else
+                   "on x86 without VNNI they multiply u8 x s8 with int16 pair sums that "
+                   "saturate; `--reduce-range` (7-bit weights) avoids that")
+                + ". TVM's integer kernels accumulate in int32 and are validated against the "
+                  "model's definition.")
         return "\n".join(lines)
 
 
@@ -180,17 +205,53 @@ def quantize(loaded: LoadedModel, output: Path, options: QuantizeOptions) -> Qua
                 quant_pre_process(str(source), str(prepared))
                 quantize_static(prepared, staged, _Reader(calibrate), quant_format=QuantFormat.QDQ,
                                 per_channel=options.per_channel, activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QInt8, calibrate_method=method)
+                                weight_type=QuantType.QInt8, calibrate_method=method,
+                                reduce_range=options.reduce_range)
         except (ValueError, RuntimeError, onnx.checker.ValidationError) as err:
             raise ModelError(f"ONNX Runtime's quantizer failed on {loaded.name}: "
                              f"{str(err).strip()[-400:]}") from err
-        data = staged.read_bytes()
-    quantized = onnx.load_from_string(data)
-    float_run, int8_run = ort_runner(loaded.model), ort_runner(quantized)
+        quantized = onnx.load(staged)
+    _record_float_model(quantized, loaded)
+    data = quantized.SerializeToString()
     names = [o.name for o in loaded.outputs]
-    report = compare([int8_run(f) for f in held], [float_run(f) for f in held], names,
-                     Tolerances(atol=0.0, rtol=0.0, min_cosine=-1.0))
+    defined = [ort_runner(quantized, optimize=False)(f) for f in held]
+    untouched = Tolerances(atol=0.0, rtol=0.0, min_cosine=-1.0)
+    report = compare(defined, [ort_runner(loaded.model)(f) for f in held], names, untouched)
+    kernels = compare([ort_runner(quantized)(f) for f in held], defined, names, untouched)
     atomic_write(output, data)
     ops, left = _op_counts(quantized)
     return QuantizeReport(output, options.method, options.per_channel, described, len(held),
-                          ops, left, loaded.model.ByteSize(), len(data), report.outputs)
+                          ops, left, loaded.model.ByteSize(), len(data), report.outputs,
+                          options.reduce_range,
+                          min((o.cosine for o in kernels.outputs), default=1.0))
+
+
+def recorded_float_model(quantized: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The float model ``quantize`` recorded in ``quantized``'s metadata, if it is still there
+    unchanged (same sha256); None otherwise."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    props = {p.key: p.value for p in quantized.metadata_props}
+    path = props.get(FLOAT_MODEL_KEY)
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        model = onnx.load(path)
+    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError):
+        return None        # moved, unreadable or replaced: there is no drift to report
+    if hashlib.sha256(model.SerializeToString()).hexdigest() != props.get(FLOAT_SHA_KEY):
+        return None
+    return model
+
+
+def _record_float_model(quantized: onnx.ModelProto, loaded: LoadedModel) -> None:
+    """The float model's path and sha256 in the quantized model's metadata, so that validation
+    can report the accuracy drift against it."""
+    if loaded.path is None:
+        return
+    values = {FLOAT_MODEL_KEY: str(Path(loaded.path).resolve()), FLOAT_SHA_KEY: loaded.sha256}
+    kept = [p for p in quantized.metadata_props if p.key not in values]
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(kept)
+    for key, value in values.items():
+        quantized.metadata_props.add(key=key, value=value)

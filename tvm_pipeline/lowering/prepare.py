@@ -3,7 +3,8 @@
 The result is the fused Relax module that both ``tune`` and ``compile`` start from, so the kernels
 the tuner measured are exactly the kernels the builder looks up in the database:
 
-    from_onnx (weights as constants) -> FoldBatchnormToConv2D -> DecomposeOpsForInference
+    from_onnx (weights as constants) -> integer kernels for QDQ models (``integer``)
+    -> FoldBatchnormToConv2D -> DecomposeOpsForInference
     -> FoldConstant -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
 
 (the lowering after FoldConstant is chosen by the target's keys, see ``backends``)
@@ -16,7 +17,7 @@ arguments (MetaSchedule's search space breaks on them) and lets each conv + bias
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 import tvm
@@ -24,6 +25,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 from . import backends
+from .integer import IntegerReport, integerize
 from ..target.capabilities import check_target
 from ..errors import TVM_ERRORS, raise_if_interrupted, ModelError
 from ..frontend.load import LoadedModel
@@ -44,6 +46,7 @@ class PreparedModule:
     target: TargetSpec
     mod: tvm.IRModule   # fused Relax module, ready for tuning and building
     kernels: list[Kernel]
+    integer: IntegerReport = field(default_factory=IntegerReport)   # quantized models' layers
 
 
 def supported_onnx_ops() -> frozenset[str]:
@@ -114,7 +117,7 @@ def list_kernels(mod: tvm.IRModule) -> list[Kernel]:
 def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
     """Import the loaded model into Relax and fuse it into kernels for ``target``."""
     check_target(target)
-    mod = _relax_import(loaded)
+    mod, integer = integerize(_relax_import(loaded))
     tvm_target = target.to_tvm()
     try:
         with tvm_target, tvm.transform.PassContext(opt_level=3):
@@ -123,4 +126,5 @@ def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
         raise_if_interrupted()
         raise ModelError(f"Preparing {loaded.name} for target {target.name} failed in TVM: "
                          f"{str(err).strip()[-500:]}") from err
-    return PreparedModule(loaded=loaded, target=target, mod=mod, kernels=list_kernels(mod))
+    return PreparedModule(loaded=loaded, target=target, mod=mod, kernels=list_kernels(mod),
+                          integer=integer)

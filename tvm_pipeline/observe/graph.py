@@ -83,11 +83,12 @@ def with_all_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelPr
 
 def intermediate_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
                         tensors: list[str], threads: int | None = None) -> dict[str, np.ndarray]:
-    """ONNX Runtime's value of each tensor in ``tensors`` (and of the graph outputs) on ``feeds``."""
-    from ..run.validate import ort_runner  # pylint: disable=import-outside-toplevel
+    """ONNX Runtime's value of each tensor in ``tensors`` (and of the graph outputs) on ``feeds``;
+    a quantized model evaluated op by op (as validation's reference is)."""
+    from ..run.validate import is_quantized, ort_runner  # pylint: disable=import-outside-toplevel
 
     exposed = with_all_outputs(model, tensors)
-    values = ort_runner(exposed, threads)(feeds)
+    values = ort_runner(exposed, threads, optimize=not is_quantized(model))(feeds)
     return dict(zip([o.name for o in exposed.graph.output], values))
 
 

@@ -196,6 +196,7 @@ METADATA_SCHEMA = {
     "created": Field(str), "built_on": Field(str), "toolchain": Field(dict),
     "target": Field(dict, required=True), "tvm_version": Field(str), "database": Field(dict),
     "kernels": Field(dict), "build_seconds": Field(float), "device_checks": Field(dict | None),
+    "integer": Field(dict | None, required=False),
     "files": Field(dict), "validation": Field(dict | None),
 }
 _HINT = "Recompile the artifact; never edit its files."

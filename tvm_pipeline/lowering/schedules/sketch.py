@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import tvm
-from tvm import s_tir
+from tvm import relax, s_tir
 from tvm.s_tir import meta_schedule as ms
 
 from . import policy
@@ -31,6 +31,7 @@ _SPATIAL_LEVELS, _REDUCTION_LEVELS = 4, 2
 ROOT = -1                 # SampleComputeLocation: compute the producer at the root
 _CUSTOM_RULE = "schedule_rule"
 _RFACTOR = "RFactor"
+_AUTO_TENSORIZE = "meta_schedule.auto_tensorize"
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,27 @@ def without_custom_rules(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     return sch.mod["main"]
 
 
+def _context(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
+             generic: bool = False) -> ms.TuneContext:
+    """MetaSchedule's search context: the rules its target picks (``generic``: the plain CPU
+    rules, without tensor intrinsics)."""
+    space = ms.space_generator.PostOrderApply(
+        sch_rules=ms.schedule_rule.ScheduleRule.create("llvm"),
+        postprocs=ms.postproc.Postproc.create("llvm"),
+        mutator_probs=ms.mutator.Mutator.create("llvm")) if generic else "post-order-apply"
+    return ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
+                          space_generator=space, num_threads=1)
+
+
 def design_spaces(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> list:
-    context = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
-                             space_generator="post-order-apply", num_threads=1)
-    return list(context.generate_design_space())
+    return list(_context(func, target).generate_design_space())
+
+
+def postprocs(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> list:
+    """The postprocessors MetaSchedule's search runs for ``func`` on ``target``: the target's
+    kind picks them (on CPUs with int8 dot-product instructions, they include ``RewriteTensorize``,
+    which turns the sketches' ``auto_tensorize`` blocks into the instructions)."""
+    return list(_context(func, target).space_generator.postprocs)
 
 
 def _tile_groups(trace) -> list[list]:
@@ -103,9 +121,10 @@ def plan(func, trace, params: policy.CpuParams) -> tuple[dict, bool]:
     return decisions, reduces
 
 
-def replay(func, trace, target, params: policy.CpuParams):
-    """``trace`` replayed on ``func`` with the policy's decisions, postprocessed: the schedule,
-    or None when a postprocessor rejects it."""
+def replay(func, trace, target, params: policy.CpuParams, postprocessors: list | None = None):
+    """``trace`` replayed on ``func`` with the policy's decisions, postprocessed (by
+    ``postprocessors``, default :func:`postprocs`): the schedule, or None when a postprocessor
+    rejects it."""
     decisions, reduces = plan(func, trace, params)
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
 
@@ -121,10 +140,24 @@ def replay(func, trace, target, params: policy.CpuParams):
 
     trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
     sch.enter_postproc()        # as MetaSchedule marks it: a record's trace can seed its search
-    for postproc in ms.postproc.Postproc.create(target.kind.name):
+    for postproc in postprocessors if postprocessors is not None else postprocs(func, target):
         if not postproc.apply(sch):
             return None
-    return sch
+    if _AUTO_TENSORIZE in sch.mod["main"].script(show_meta=False):
+        return None      # RewriteTensorize could not map the policy's tiles onto the intrinsic
+    return sch if _packable(sch.mod["main"]) else None
+
+
+def _packable(func: tvm.tirx.PrimFunc) -> bool:
+    """Whether the build can split the schedule's weight packing off (``layout``): the packing
+    blocks must sit at the kernel's root, not inside its loops (as MetaSchedule's layout rewrite
+    leaves them beside some tensorized tiles)."""
+    try:
+        relax.transform.SplitLayoutRewritePreproc()(tvm.IRModule({"main": func}))
+    except TVM_ERRORS:
+        raise_if_interrupted()
+        return False
+    return True
 
 
 def preference(spaces: list) -> list[int]:
@@ -139,19 +172,34 @@ def preference(spaces: list) -> list[int]:
     return [i for i in order if not factors(i)] + [i for i in order if factors(i)]
 
 
-def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) -> Sketched:
-    """The kernel's default schedule: the most fused sketch that replays; SketchError if none."""
+def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams,
+                     tensorize: bool = True) -> Sketched:
+    """The kernel's default schedule: the most fused sketch that replays, from the target's own
+    design space (tensorized where the target has int8 dot-product instructions; not with
+    ``tensorize=False``, for schedules that must be checked on a CPU without them) or else from
+    the generic CPU one; SketchError if none."""
     func = without_custom_rules(func)
-    try:
-        spaces = design_spaces(func, target)
-    except TVM_ERRORS as err:
-        raise_if_interrupted()
-        raise SketchError(f"MetaSchedule wrote no design space: "
-                          f"{str(err).strip().splitlines()[-1][:200]}") from err
-    reasons = []
+    reasons: list[str] = []
+    for generic in ((False, True) if tensorize else (True,)):
+        try:
+            context = _context(func, target, generic)
+            spaces = list(context.generate_design_space())
+        except TVM_ERRORS as err:
+            raise_if_interrupted()
+            reasons.append(f"MetaSchedule wrote no design space: "
+                           f"{str(err).strip().splitlines()[-1][:200]}")
+            continue
+        found = _first_replaying(func, spaces, target, params, context, reasons)
+        if found is not None:
+            return found
+    raise SketchError("; ".join(reasons) or "MetaSchedule wrote no sketch for it")
+
+
+def _first_replaying(func, spaces, target, params, context, reasons: list[str]) -> Sketched | None:
+    postprocessors = list(context.space_generator.postprocs)
     for index in preference(spaces):
         try:
-            scheduled = replay(func, spaces[index].trace, target, params)
+            scheduled = replay(func, spaces[index].trace, target, params, postprocessors)
         except TVM_ERRORS as err:
             raise_if_interrupted()
             reasons.append(f"sketch {index}: {str(err).strip().splitlines()[-1][:200]}")
@@ -160,4 +208,4 @@ def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) 
             return Sketched(scheduled.mod["main"].with_attr("tirx.is_scheduled", True), index,
                             scheduled.trace)
         reasons.append(f"sketch {index}: a postprocessor rejected it")
-    raise SketchError("; ".join(reasons) or "MetaSchedule wrote no sketch for it")
+    return None

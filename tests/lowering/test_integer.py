@@ -1,0 +1,209 @@
+"""Quantized models: integer kernels (``lowering.integer``), QOperator models (``frontend.qdq``),
+validation in quantization steps and layer by layer (``run.validate``, ``observe.layerwise``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests.conftest import const, make_model
+from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare, quantize
+from tvm_pipeline.frontend.load import load_proto
+from tvm_pipeline.frontend.qdq import to_qdq
+from tvm_pipeline.frontend.quantize import QuantizeOptions
+from tvm_pipeline.observe.layerwise import check_layers
+from tvm_pipeline.run.validate import (Tolerances, ValidateOptions, compare, make_feeds,
+                                       quantization_steps)
+
+F32, U8, I8, I32 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
+
+
+def _qdq_convnet(seed: int = 0) -> onnx.ModelProto:
+    """Input -> Q -> [3x3/2 conv, u8 input zero point 100 with padding, u8 weights with per-channel
+    zero points (the int16 path), bias] -> Q -> [3x3 depthwise, s8 weights] -> Q -> residual-free
+    global pool -> Gemm (transB, s8 weights) -> Q -> DQ: every case of the rewrite, small."""
+    rng = np.random.default_rng(seed)
+    wq = rng.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    dw = rng.integers(-127, 128, (8, 1, 3, 3)).astype(np.int8)
+    fc = rng.integers(-127, 128, (10, 8)).astype(np.int8)
+    inits = [
+        const("xs", np.float32(0.02)), const("xz", np.uint8(100)),
+        const("wq", wq), const("ws", rng.uniform(0.002, 0.004, 8).astype(np.float32)),
+        const("wz", rng.integers(110, 140, 8).astype(np.uint8)),
+        const("bq", rng.integers(-500, 500, 8).astype(np.int32)),
+        const("bs", (0.02 * rng.uniform(0.002, 0.004, 8)).astype(np.float32)),
+        const("ys", np.float32(0.03)), const("yz", np.uint8(7)),
+        const("dq", dw), const("dws", rng.uniform(0.01, 0.02, 8).astype(np.float32)),
+        const("dwz", np.zeros(8, np.int8)),
+        const("zs", np.float32(0.05)), const("zz", np.uint8(0)),
+        const("fcq", fc), const("fcs", rng.uniform(0.01, 0.02, 10).astype(np.float32)),
+        const("fcz", np.zeros(10, np.int8)),
+        const("ps", np.float32(0.05)), const("pz", np.uint8(3)),
+        const("os", np.float32(0.1)), const("oz", np.uint8(128)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xf"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wf"], axis=0),
+        helper.make_node("DequantizeLinear", ["bq", "bs"], ["bf"], axis=0),
+        helper.make_node("Conv", ["xf", "wf", "bf"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("QuantizeLinear", ["c1", "ys", "yz"], ["c1q"]),
+        helper.make_node("DequantizeLinear", ["c1q", "ys", "yz"], ["c1f"]),
+        helper.make_node("DequantizeLinear", ["dq", "dws", "dwz"], ["dwf"], axis=0),
+        helper.make_node("Conv", ["c1f", "dwf"], ["c2"], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["c2"], ["c2r"]),
+        helper.make_node("QuantizeLinear", ["c2r", "zs", "zz"], ["c2q"]),
+        helper.make_node("DequantizeLinear", ["c2q", "zs", "zz"], ["c2f"]),
+        helper.make_node("GlobalAveragePool", ["c2f"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("QuantizeLinear", ["flat", "ps", "pz"], ["flatq"]),
+        helper.make_node("DequantizeLinear", ["flatq", "ps", "pz"], ["flatf"]),
+        helper.make_node("DequantizeLinear", ["fcq", "fcs", "fcz"], ["fcf"], axis=0),
+        helper.make_node("Gemm", ["flatf", "fcf"], ["logits_f"], transB=1),
+        helper.make_node("QuantizeLinear", ["logits_f", "os", "oz"], ["lq"]),
+        helper.make_node("DequantizeLinear", ["lq", "os", "oz"], ["logits"]),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("input", F32, [1, 3, 32, 32])],
+                      [helper.make_tensor_value_info("logits", F32, [1, 10])], inits, opset=13)
+
+
+@pytest.fixture(scope="module")
+def qdq_convnet(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qdq") / "convnet.qdq.onnx"
+    onnx.save(_qdq_convnet(), path)
+    return path
+
+
+def test_every_conv_and_dense_layer_becomes_an_integer_kernel(qdq_convnet):
+    prepared = prepare(qdq_convnet)
+    assert [(d.op, d.integer) for d in prepared.integer.layers] == [
+        ("conv2d", True), ("conv2d", True), ("matmul", True)]
+    convs = [f for gv, f in prepared.mod.functions_items() if "conv2d" in gv.name_hint]
+    assert convs
+    for func in convs:   # each reads 8-bit activations and weights and accumulates int32
+        text = func.script()
+        assert '"uint8"' in text and 'T.Cast("int32"' in text and "float32" in text
+
+
+def test_integer_kernels_compute_the_quantized_model_to_the_step(qdq_convnet, tmp_path):
+    """Zero points with padding, asymmetric u8 weights, depthwise and dense: the artifact matches
+    ONNX Runtime's op-by-op run of the model on every element (exact integers underneath)."""
+    result = compile_model(prepare(qdq_convnet), tmp_path / "q.tvm",
+                           CompileOptions(validate_options=ValidateOptions(samples=4)))
+    report = result.validation
+    assert report.passed and report.layerwise is None and "op by op" in report.reference
+    (logits,) = report.outputs
+    assert logits.step == pytest.approx(0.1) and logits.max_steps <= 1.0
+    assert logits.within_steps == 1.0
+    assert report.integer_kernels is not None
+    assert result.artifact.metadata["integer"]["integer_layers"] == 3
+
+
+def test_a_wrong_integer_kernel_fails_the_layer_by_layer_check(qdq_convnet, tmp_path):
+    """Fault injected through the model TVM compiles (the depthwise weights off by one step on
+    one channel); the check compares against ONNX Runtime on the right model and names it."""
+    model = _qdq_convnet()
+    loaded = load_proto(model, {"input": (1, 3, 32, 32)}, qdq_convnet)
+    wrong = onnx.ModelProto()
+    wrong.CopyFrom(model)
+    weights = next(t for t in wrong.graph.initializer if t.name == "dq")
+    array = onnx.numpy_helper.to_array(weights).copy()
+    array[3] = np.clip(array[3].astype(np.int16) + 40, -127, 127).astype(np.int8)
+    weights.CopyFrom(onnx.numpy_helper.from_array(array, "dq"))
+    target = prepare(qdq_convnet).target
+
+    def compile_wrong(prepared, out):
+        wrong_loaded = load_proto(onnx.load_from_string(
+            _with_outputs(wrong, prepared.loaded.model)), {"input": (1, 3, 32, 32)}, qdq_convnet)
+        return compile_model(prepare(wrong_loaded, target), out, CompileOptions(validate=False))
+
+    feeds = make_feeds(loaded.inputs, ValidateOptions(samples=2))
+    report = check_layers(loaded, target, compile_wrong, feeds)
+    failed = [c.tensor for c in report.layers if not c.passed]
+    assert failed and failed[0] == "c2q" and report.first_divergence == "c2q"
+    good = check_layers(loaded, target, lambda p, out: compile_model(
+        p, out, CompileOptions(validate=False)), feeds)
+    assert good.passed and len(good.layers) == 5
+
+
+def _with_outputs(model: onnx.ModelProto, exposed: onnx.ModelProto) -> bytes:
+    """``model`` with the outputs ``exposed`` declares (the layer check exposes every tensor)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.output[:]
+    copy.graph.output.extend(exposed.graph.output)
+    return copy.SerializeToString()
+
+
+def test_step_criterion_allows_one_step_and_names_more():
+    ref = np.linspace(-1, 1, 2000, dtype=np.float32).reshape(2, 1000)
+    one = ref + np.float32(0.01)
+    report = compare([[one]], [[ref]], ["y"], Tolerances(), steps={"y": 0.01})
+    assert report.passed and report.outputs[0].max_steps == pytest.approx(1.0, abs=1e-3)
+    two = ref.copy()
+    two[0, :10] += 0.02
+    report = compare([[two]], [[ref]], ["y"], Tolerances(), steps={"y": 0.01})
+    assert not report.passed and "quantization step" in report.outputs[0].failure
+    assert report.outputs[0].failed == ("steps",)
+
+
+def test_quantization_steps_come_from_the_last_dequantize(qdq_convnet):
+    assert quantization_steps(onnx.load(qdq_convnet)) == {"logits": pytest.approx(0.1)}
+
+
+def _float_resnetish(path) -> None:
+    """conv 3x3 -> relu -> conv 1x1 -> + (residual) -> global pool -> flatten -> gemm."""
+    rng = np.random.default_rng(1)
+    inits = [const("w1", rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)),
+             const("b1", rng.normal(0, 0.1, 8).astype(np.float32)),
+             const("w2", rng.normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32)),
+             const("fc", rng.normal(0, 0.3, (10, 8)).astype(np.float32)),
+             const("fcb", rng.normal(0, 0.1, 10).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+             helper.make_node("Add", ["c2", "r1"], ["sum"]),
+             helper.make_node("GlobalAveragePool", ["sum"], ["pool"]),
+             helper.make_node("Flatten", ["pool"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "fc", "fcb"], ["logits"], transB=1)]
+    onnx.save(make_model(nodes, [helper.make_tensor_value_info("input", F32, [1, 3, 32, 32])],
+                         [helper.make_tensor_value_info("logits", F32, [1, 10])], inits,
+                         opset=13), path)
+
+
+def test_qoperator_models_are_rewritten_to_qdq_and_compile(tmp_path):
+    """ONNX Runtime's QOperator form (QLinearConv, QLinearAdd, QLinearGlobalAveragePool, QGemm)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    _float_resnetish(tmp_path / "float.onnx")
+    rng = np.random.default_rng(0)
+    feeds = iter([{"input": rng.uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)}
+                  for _ in range(4)])
+
+    class Reader:
+        def get_next(self):
+            return next(feeds, None)
+
+    path = tmp_path / "qop.onnx"
+    quantize_static(str(tmp_path / "float.onnx"), str(path), Reader(),
+                    quant_format=QuantFormat.QOperator, per_channel=True,
+                    weight_type=QuantType.QInt8, reduce_range=True)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"QLinearConv", "QLinearAdd"} <= ops
+    assert not ops & {n.op_type for n in to_qdq(onnx.load(path)).graph.node} - {
+        "QuantizeLinear", "DequantizeLinear", "Flatten"}
+    prepared = prepare(path)
+    assert len(prepared.integer.layers) == 3 and all(d.integer for d in prepared.integer.layers)
+    result = compile_model(prepared, tmp_path / "qop.tvm")
+    assert result.validation.passed and result.validation.outputs[0].step is not None
+
+
+def test_quantize_records_the_float_model_and_validation_reports_the_drift(small_v2, tmp_path):
+    out = tmp_path / "v2.int8.onnx"
+    quantize(small_v2, out, QuantizeOptions(samples=4, held_back=2))
+    result = compile_model(prepare(out), tmp_path / "v2q.tvm")
+    drift = result.validation.float_drift
+    assert drift is not None and drift[0].name == "logits" and -1.0 <= drift[0].cosine <= 1.0
+    assert result.validation.passed
