@@ -21,22 +21,21 @@ import time
 from pathlib import Path
 
 import tvm_pipeline as tp
-from tvm_pipeline.run.bench import BenchOptions
 from tvm_pipeline.target.spec import physical_cores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
+from common import add_bench_args, add_output_args, bench_artifact, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
 from peak import peak_gflops  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def run_one(arch: str, target: str | None, work: Path, runs: int, logs: str | None) -> dict:
+def run_one(arch: str, target: str | None, work: Path, runs: int, logs: str | None,
+            isolate: bool = False) -> dict:
     spec = tp.MobileNetSpec(arch, 1.0, 224)
     onnx_path = work / f"{spec.name}.onnx"
     cost = tp.export_mobilenet(spec, onnx_path)
     prepared = tp.prepare(onnx_path, target)
     row = {"model": spec.name, "target": prepared.target.name, "params": cost.params,
            "macs": cost.macs}
-    opts = BenchOptions(warmup=10, runs=runs)
     for label, use_db in (("untuned", False), ("tuned", True)):
         start = time.perf_counter()
         compiled = tp.compile(prepared, work / f"{spec.name}-{label}.tvm",
@@ -45,7 +44,8 @@ def run_one(arch: str, target: str | None, work: Path, runs: int, logs: str | No
         row[f"{label}_kernels_tuned"] = len(compiled.build.tuned_kernels)
         row[f"{label}_kernels_total"] = compiled.build.kernels_total
         row[f"{label}_max_abs_err"] = compiled.validation.outputs[0].max_abs
-        result = tp.bench(compiled.artifact, options=opts)
+        result, reliability = bench_artifact(compiled.artifact, runs, isolate=isolate)
+        row.update({f"{label}_{key}": value for key, value in reliability.items()})
         row[f"{label}_ms"] = result.tvm.median_ms
         row[f"{label}_ort_ms"] = result.ort.median_ms   # ORT timed in the same block as this module
         row[f"{label}_ratio"] = result.ratio
@@ -74,10 +74,11 @@ def main() -> int:
     parser.add_argument("--target", default=None)
     parser.add_argument("--logs", default=None, help="tuning-log root (default: the shipped one)")
     add_output_args(parser)
+    add_bench_args(parser)
     args = parser.parse_args()
     out, work = output_dirs(args)
     peak = peak_gflops(physical_cores())
-    rows = [run_one(arch, args.target, work, args.runs, args.logs) for arch in args.archs]
+    rows = [run_one(arch, args.target, work, args.runs, args.logs, args.isolate) for arch in args.archs]
     for row in rows:
         row["peak_gflops"] = round(peak, 1)
         row["tuned_gflops"] = 2 * row["macs"] / (row["tuned_ms"] / 1e3) / 1e9

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import tvm_pipeline as tp
 from tvm_pipeline.tuning import database as db
-from tvm_pipeline.run.bench import BenchOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
+from common import add_bench_args, add_output_args, bench_artifact, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def prefix_root(folder: Path, records: int, into: Path) -> Path:
@@ -49,14 +48,15 @@ def prefix_root(folder: Path, records: int, into: Path) -> Path:
     return into
 
 
-def timed_build(prepared, path: Path, options: tp.CompileOptions, runs: int) -> dict:
+def timed_build(prepared, path: Path, options: tp.CompileOptions, runs: int,
+                isolate: bool = False) -> dict:
     compiled = tp.compile(prepared, path, options)
-    result = tp.bench(compiled.artifact, options=BenchOptions(warmup=10, runs=runs))
+    result, reliability = bench_artifact(compiled.artifact, runs, isolate=isolate)
     return {"tvm_ms": result.tvm.median_ms, "ort_ms": result.ort.median_ms,
             "kernels_tuned": len(compiled.build.tuned_kernels),
             "kernels_total": compiled.build.kernels_total,
             "kernels_borrowed": len(compiled.build.borrowed_kernels),
-            "max_abs_err": compiled.validation.outputs[0].max_abs}
+            "max_abs_err": compiled.validation.outputs[0].max_abs, **reliability}
 
 
 def plot(rows: list[dict], shipped_ms: float, ort_ms: float, title: str, path: Path) -> None:
@@ -100,6 +100,7 @@ def main() -> int:
                         help="skip tuning: build and time the checkpoints of the last run's timeline "
                              "(WORK/convergence-ARCH-TARGET-timeline.json; pass the same --logs)")
     add_output_args(parser)
+    add_bench_args(parser)
     args = parser.parse_args()
     out, work = output_dirs(args)
     logs = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="convergence-logs-"))
@@ -144,11 +145,11 @@ def main() -> int:
             root = prefix_root(folder, records, Path(tmp))
             row = timed_build(prepared, work / f"{spec.name}-conv.tvm",
                               tp.CompileOptions(logs=str(root), shipped_logs=False,
-                                                borrow=False), args.runs)
+                                                borrow=False), args.runs, args.isolate)
             if args.borrow and row["kernels_tuned"] < row["kernels_total"]:
                 borrowed = timed_build(prepared, work / f"{spec.name}-conv.tvm",
                                        tp.CompileOptions(logs=str(root), shipped_logs=False),
-                                       args.runs)
+                                       args.runs, args.isolate)
                 row.update(borrow_ms=borrowed["tvm_ms"], kernels_borrowed=borrowed["kernels_borrowed"])
             elif args.borrow:
                 row.update(borrow_ms=row["tvm_ms"], kernels_borrowed=0)
@@ -157,7 +158,8 @@ def main() -> int:
         print(f"{row['minutes']:6.2f} min: {row['records']} trials, {row['tvm_ms']:.2f} ms "
               f"({row['kernels_tuned']}/{row['kernels_total']} kernels tuned)", file=sys.stderr,
               flush=True)
-    shipped = timed_build(prepared, work / f"{spec.name}-shipped.tvm", tp.CompileOptions(), args.runs)
+    shipped = timed_build(prepared, work / f"{spec.name}-shipped.tvm", tp.CompileOptions(), args.runs,
+                          args.isolate)
     ort_ms = shipped["ort_ms"]
     name = f"convergence-{args.arch}-{prepared.target.name}"
     lines = [f"MobileNet {spec.name}, target {prepared.target.name}: tuning from an empty database "

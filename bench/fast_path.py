@@ -25,23 +25,23 @@ import time
 from pathlib import Path
 
 import tvm_pipeline as tp
-from tvm_pipeline.run.bench import BenchOptions
 from tvm_pipeline.tuning.tune import SEARCH_PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
+from common import add_bench_args, add_output_args, bench_artifact, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def measure(prepared, path: Path, options: tp.CompileOptions, runs: int) -> dict:
+def measure(prepared, path: Path, options: tp.CompileOptions, runs: int,
+            isolate: bool = False) -> dict:
     start = time.perf_counter()
     compiled = tp.compile(prepared, path, options)
     seconds = time.perf_counter() - start
-    result = tp.bench(compiled.artifact, options=BenchOptions(warmup=10, runs=runs))
+    result, reliability = bench_artifact(compiled.artifact, runs, isolate=isolate)
     build = compiled.build
     return {"ms": result.tvm.median_ms, "ort_ms": result.ort.median_ms, "compile_s": round(seconds, 1),
             "tuned": len(build.tuned_kernels), "borrowed": len(build.borrowed_kernels),
             "naive": len(build.naive_kernels), "total": build.kernels_total,
-            "max_abs_err": compiled.validation.outputs[0].max_abs}
+            "max_abs_err": compiled.validation.outputs[0].max_abs, **reliability}
 
 
 def main() -> int:
@@ -53,6 +53,7 @@ def main() -> int:
     parser.add_argument("--own-minutes", type=float, default=0.0)
     parser.add_argument("--runs", type=int, default=50)
     add_output_args(parser)
+    add_bench_args(parser)
     args = parser.parse_args()
     out, work = output_dirs(args)
     spec = tp.MobileNetSpec(args.arch, args.alpha, args.resolution)
@@ -63,9 +64,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as empty:
         # the writable root is an empty folder, so only the shipped logs can lend schedules
         rows["naive"] = measure(prepared, work / f"{spec.name}-naive.tvm",
-                                tp.CompileOptions(logs=empty, borrow=False, defaults=False), args.runs)
+                                tp.CompileOptions(logs=empty, borrow=False, defaults=False), args.runs,
+                                args.isolate)
         rows["borrowed"] = measure(prepared, work / f"{spec.name}-borrowed.tvm",
-                                   tp.CompileOptions(logs=empty), args.runs)
+                                   tp.CompileOptions(logs=empty), args.runs, args.isolate)
     if args.own_minutes > 0:
         own = Path(tempfile.mkdtemp(prefix="fast-path-own-"))
         tuned = tp.tune(prepared, tp.TuneOptions(max_trials=100000, trials_per_task=64,
@@ -74,7 +76,7 @@ def main() -> int:
         rows["own-tuned"] = measure(prepared, work / f"{spec.name}-own.tvm",
                                     tp.CompileOptions(logs=str(own), shipped_logs=False, borrow=False,
                                                       defaults=False),
-                                    args.runs)
+                                    args.runs, args.isolate)
         rows["own-tuned"]["tune"] = {"trials": tuned.trials, "seconds": round(tuned.progress.elapsed_s)}
     ort = rows["borrowed"]["ort_ms"]
     lines = [f"MobileNet {spec.name} on {prepared.target.name}, not covered by the shipped logs; "

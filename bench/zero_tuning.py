@@ -26,10 +26,9 @@ from pathlib import Path
 
 import tvm_pipeline as tp
 from tvm_pipeline.models import export_model, list_models
-from tvm_pipeline.run.bench import BenchOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
+from common import add_bench_args, add_output_args, bench_artifact, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
 
 BUILDS = ("naive", "default", "shipped")
 
@@ -43,16 +42,17 @@ def build_options(kind: str, empty: str) -> tp.CompileOptions:
     return tp.CompileOptions(logs=empty)
 
 
-def measure(prepared, path: Path, options: tp.CompileOptions, runs: int) -> dict:
+def measure(prepared, path: Path, options: tp.CompileOptions, runs: int,
+            isolate: bool = False) -> dict:
     start = time.perf_counter()
     compiled = tp.compile(prepared, path, options)
     seconds = time.perf_counter() - start
-    result = tp.bench(compiled.artifact, options=BenchOptions(warmup=min(10, runs), runs=runs))
+    result, reliability = bench_artifact(compiled.artifact, runs, min(10, runs), isolate)
     build = compiled.build
     return {"ms": result.tvm.median_ms, "ort_ms": result.ort.median_ms,
             "compile_s": round(seconds, 1),
             "kernels": {source: len(names) for source, names in build.by_source().items()},
-            "max_abs_err": compiled.validation.outputs[0].max_abs}
+            "max_abs_err": compiled.validation.outputs[0].max_abs, **reliability}
 
 
 def run_model(name: str, args, work: Path, empty: str) -> dict:
@@ -66,7 +66,8 @@ def run_model(name: str, args, work: Path, empty: str) -> dict:
         if kind == "naive" and args.naive_runs <= 0:
             continue
         runs = args.naive_runs if kind == "naive" else args.runs
-        row[kind] = measure(prepared, work / f"{name}-{kind}.tvm", build_options(kind, empty), runs)
+        row[kind] = measure(prepared, work / f"{name}-{kind}.tvm", build_options(kind, empty), runs,
+                            args.isolate)
         print(f"{name} {kind}: {row[kind]['ms']:.2f} ms, ORT {row[kind]['ort_ms']:.2f} ms, "
               f"compile {row[kind]['compile_s']} s", file=sys.stderr, flush=True)
     return row
@@ -133,6 +134,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--naive-runs", type=int, default=3, help="0: skip the naive builds")
     add_output_args(parser)
+    add_bench_args(parser)
     args = parser.parse_args()
     out, work = output_dirs(args)
     names = args.models.split(",") if args.models else [a.name for a in list_models()]

@@ -33,6 +33,7 @@ The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command f
     # 5. validate / bench / classify an artifact, any time later
     tp.validate("v2.tvm")                    # ValidationReport (max abs/rel error, cosine, top-1/5)
     tp.bench("v2.tvm").to_dict()            # {"tvm_median_ms": ..., "ort_median_ms": ..., ...}
+    tp.bench("v2.tvm", options=tp.BenchOptions(isolate=True)).reason   # also each engine alone
     tp.classify("v2.tvm", "cat.jpg")         # top-5 ImageNet labels
 
     # Boards and phones: cross-compile, then validate, time and tune on the device over TVM RPC

@@ -229,10 +229,8 @@ def _decide_by_layers(report: "ValidationReport", loaded: "LoadedModel", target:
     report.decide_by_layers(layers.to_dict(), layers.summary())
 
 
-def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
-    import hashlib  # pylint: disable=import-outside-toplevel
-    from .frontend.load import read_onnx  # pylint: disable=import-outside-toplevel
-
+def _reference_path(artifact: "Artifact", model: str | os.PathLike | None) -> Path:
+    """The reference ONNX model: ``model``, else the one the artifact records (it must exist)."""
     path = model or artifact.metadata.get("model", {}).get("path")
     if not path:
         raise UsageError(f"Artifact {artifact.path} does not record its ONNX model.",
@@ -240,6 +238,14 @@ def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
     if not Path(path).exists():
         raise InputFileError(f"The reference model {path} recorded in {artifact.path} is gone.",
                              hint="Pass the ONNX model the artifact was compiled from with --model.")
+    return Path(path)
+
+
+def _reference_model(artifact: "Artifact", model: str | os.PathLike | None):
+    import hashlib  # pylint: disable=import-outside-toplevel
+    from .frontend.load import read_onnx  # pylint: disable=import-outside-toplevel
+
+    path = _reference_path(artifact, model)
     proto = read_onnx(path)
     artifact.check_model(proto, path)
     recorded = artifact.metadata.get("model", {}).get("sha256")
@@ -281,17 +287,29 @@ def bench(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike | N
           options: "BenchOptions | None" = None, runner=None,
           with_reference: bool = True, remote: "RemoteOptions | None" = None) -> "BenchResult":
     """Latency of the artifact and of ONNX Runtime, measured in this process run. On a ``remote``
-    device the module is timed there; ONNX Runtime (this host) is then left out unless asked."""
-    from .frontend.analysis import TensorInfo  # pylint: disable=import-outside-toplevel
+    device the module is timed there; ONNX Runtime (this host) is then left out unless asked.
+    With ``options.isolate``, each engine is first timed alone in a fresh process of its own
+    (:mod:`tvm_pipeline.run.isolated`), before the in-process timing; the result holds both."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+
     from .run.artifact import Artifact, load_artifact  # pylint: disable=import-outside-toplevel
-    from .run import bench as bn, validate as val  # pylint: disable=import-outside-toplevel
+    from .run import bench as bn, isolated as iso, validate as val  # pylint: disable=import-outside-toplevel
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     opts = options or bn.BenchOptions()
-    reference = val.ort_runner(_reference_model(art, model), opts.threads) if with_reference else None
-    inputs = [TensorInfo.from_dict(t) for t in art.inputs]
-    feeds = val.make_feeds(inputs, val.ValidateOptions(samples=1, seed=opts.seed))[0]
-    return bn.bench(runner or art.runner(remote), reference, feeds, opts)
+    if opts.isolate and remote is not None and remote.enabled:
+        raise UsageError("--isolate times each engine in a process of its own on this machine; "
+                         "it cannot time a remote device.", hint="Drop --isolate or --rpc/--tracker.")
+    proto = _reference_model(art, model) if with_reference else None
+    isolated = None
+    if opts.isolate:
+        art.check_runs_here()
+        isolated = iso.time_isolated(art.path, _reference_path(art, model) if with_reference
+                                     else None, opts)
+    reference = val.ort_runner(proto, opts.threads) if proto is not None else None
+    result = bn.bench(runner or art.runner(remote), reference, val.seeded_feed(art.inputs, opts.seed),
+                      opts)
+    return dataclasses.replace(result, isolated=isolated)
 
 
 def classify(artifact: "Artifact | str | os.PathLike", image: str | os.PathLike, k: int = 5):

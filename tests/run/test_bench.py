@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tvm_pipeline.run.bench import BenchOptions, BenchResult, LatencyStats, bench, time_runner
-from tvm_pipeline.errors import UsageError
+from tvm_pipeline.run.bench import (BUSY_CORES, DISAGREE, BenchOptions, BenchResult, IsolatedTimes,
+                                    LatencyStats, bench, disagreement, time_blocks, time_runner)
+from tvm_pipeline.run import isolated
+from tvm_pipeline.run.artifact import METADATA, library_record
+from tvm_pipeline.errors import ToolchainError, UsageError
 from tvm_pipeline.models.mobilenet import MobileNetSpec, build_mobilenet
 from tvm_pipeline.run.validate import ort_runner
 
@@ -92,6 +98,9 @@ def test_schedule_counts_and_alternates():
     calls.clear()
     stats = time_runner(fake("t"), feeds, BenchOptions(warmup=3, runs=4))
     assert len(calls) == 7 and stats.runs == 4
+    calls.clear()
+    assert len(time_blocks(fake("t"), feeds, BenchOptions(warmup=3, runs=7))) == 7   # as isolated
+    assert len(calls) == 10
 
 
 def test_format_ratio_words():
@@ -108,3 +117,89 @@ def test_bad_options():
         BenchOptions(runs=0)
     with pytest.raises(UsageError):
         BenchOptions(threads=0)
+
+
+def ms(value: float) -> LatencyStats:
+    return LatencyStats.from_seconds([value / 1e3] * 3)
+
+
+def test_disagreement_rule():
+    assert disagreement(ms(10), ms(11)) == pytest.approx(0.1)
+    assert disagreement(ms(11), ms(10)) == pytest.approx(0.1)          # symmetric
+    agree = BenchResult(ms(10), ms(5), 2, 1, 0.0, IsolatedTimes(ms(10.9), ms(4.6), 0.0))
+    assert agree.reliable and agree.reason is None
+    data = agree.to_dict()
+    assert data["reliable"] is True and data["reason"] is None and data["isolated"] is True
+    assert data["isolated_tvm_median_ms"] == pytest.approx(10.9)
+    assert data["isolated_ort_median_ms"] == pytest.approx(4.6)
+    assert data["isolated_ratio"] == pytest.approx(10.9 / 4.6)
+    tvm_off = BenchResult(ms(10), ms(5), 2, 1, 0.0, IsolatedTimes(ms(11.2), ms(5), 0.0))
+    assert not tvm_off.reliable and "TVM's" in tvm_off.reason and "12%" in tvm_off.reason
+    assert "ONNX Runtime's" not in tvm_off.reason
+    ort_off = BenchResult(ms(10), ms(5), 2, 1, 0.0, IsolatedTimes(ms(10), ms(4), 0.0))
+    assert not ort_off.reliable and ort_off.reason.startswith("ONNX Runtime's")
+    assert f"UNRELIABLE: {ort_off.reason}" in ort_off.format()
+    assert "ORT alone" in ort_off.format() and "each alone" in ort_off.format()
+    busy = BenchResult(ms(10), ms(5), 2, 1, 0.0, IsolatedTimes(ms(10), ms(5), BUSY_CORES + 0.1))
+    assert not busy.reliable and "cores" in busy.reason
+    assert busy.to_dict()["reason"] == busy.reason and busy.to_dict()["reliable"] is False
+    plain = BenchResult(ms(10), ms(5), 2, 1, 0.0).to_dict()     # no isolation: keys still there
+    assert plain["isolated"] is False and plain["isolated_tvm_median_ms"] is None
+    assert plain["reliable"] is True and plain["reason"] is None
+
+
+def test_isolated_bench_real_model(small_v2_artifact):
+    from tvm_pipeline.api import bench as api_bench
+    from tvm_pipeline.run.remote import RemoteOptions
+
+    result = api_bench(small_v2_artifact, options=BenchOptions(warmup=1, runs=5, threads=1,
+                                                               isolate=True))
+    iso = result.isolated
+    assert iso is not None and iso.tvm.runs == iso.ort.runs == result.tvm.runs == 5
+    for stats in (result.tvm, result.ort, iso.tvm, iso.ort):
+        assert_ordered(stats)
+    assert iso.other_load is not None and iso.other_load >= 0
+    apart = max(disagreement(result.tvm, iso.tvm), disagreement(result.ort, iso.ort))
+    expected = apart <= DISAGREE and max(result.other_load, iso.other_load) <= BUSY_CORES
+    assert result.reliable is expected and (result.reason is None) is expected
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["isolated_tvm_median_ms"] == pytest.approx(iso.tvm.median_ms)
+    assert data["isolated_ort_median_ms"] == pytest.approx(iso.ort.median_ms)
+    assert data["reliable"] is expected and data["tvm_median_ms"] == pytest.approx(
+        result.tvm.median_ms)
+    alone = api_bench(small_v2_artifact, options=BenchOptions(warmup=0, runs=2, isolate=True),
+                      with_reference=False)                    # --no-ort: the TVM child only
+    assert alone.ort is None and alone.isolated.ort is None and alone.isolated.tvm.runs == 2
+    assert alone.to_dict()["isolated_ort_median_ms"] is None
+    with pytest.raises(UsageError, match="remote device"):     # isolation is of local processes
+        api_bench(small_v2_artifact, options=BenchOptions(isolate=True),
+                  remote=RemoteOptions(rpc="127.0.0.1:9"))
+
+
+def test_child_output_must_be_a_timing():
+    cmd = ["python", "-m", "tvm_pipeline.run.isolated", "tvm", "a.tvm"]
+    good = isolated.parse_output("tvm", cmd, 'noise\n{"seconds": [0.1, 0.2], "other_load": 0}',
+                                 "", 2)
+    assert good.seconds == [0.1, 0.2] and good.other_load == 0
+    for stdout in ("", "not json", '{"seconds": [0.1], "other_load": 0}', "[1, 2]",
+                   '{"seconds": [0.1, -1], "other_load": 0}'):
+        with pytest.raises(ToolchainError) as err:
+            isolated.parse_output("tvm", cmd, stdout, "child said this", 2)
+        assert "tvm_pipeline.run.isolated" in str(err.value) and "child said this" in str(err.value)
+
+
+def test_failing_child_is_a_pipeline_error(small_v2_artifact, tmp_path):
+    """The artifact checks out here (metadata matches its library) but its library cannot load:
+    the TVM child fails, and the CLI reports that as one error with the command, no traceback."""
+    art = tmp_path / "corrupt.tvm"
+    shutil.copytree(small_v2_artifact.path, art)
+    (art / "model.so").write_bytes(b"not a shared library" * 64)
+    meta = json.loads((art / METADATA).read_text())
+    (art / METADATA).write_text(json.dumps({**meta, **library_record(art / "model.so")}))
+    proc = subprocess.run([sys.executable, "-m", "tvm_pipeline", "bench", str(art), "--isolate",
+                           "--runs", "2", "--warmup", "0"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == ToolchainError.exit_code, proc.stderr
+    assert "Traceback" not in proc.stderr and "error: The isolated timing process" in proc.stderr
+    assert "command: " in proc.stderr and "-m tvm_pipeline.run.isolated tvm" in proc.stderr
+    assert "model.so" in proc.stderr         # the child's own error, carried in its stderr

@@ -55,6 +55,7 @@ from .feeds import Runner, preprocess
 _KINDS = ("count", "shape", "dtype", "nonfinite", "tolerance", "steps", "cosine", "top1")
 QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
                           "ConvInteger", "MatMulInteger"})
+SPIN_ENTRY = "session.intra_op.allow_spinning"    # ONNX Runtime's session config key
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,13 @@ def make_feeds(inputs: Sequence[TensorInfo],
     return feeds
 
 
+def seeded_feed(inputs: Sequence[dict], seed: int) -> dict[str, np.ndarray]:
+    """The one feed the benchmarks time, in process and isolated alike: the first of
+    :func:`make_feeds` for the inputs an artifact's metadata records."""
+    infos = [TensorInfo.from_dict(t) for t in inputs]
+    return make_feeds(infos, ValidateOptions(samples=1, seed=seed))[0]
+
+
 def _spec(info: TensorInfo) -> tuple[tuple[int, ...], np.dtype]:
     """Static shape and numpy dtype of an input, or a UsageError saying why there is none."""
     if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in info.shape):
@@ -251,8 +259,9 @@ def _spec(info: TensorInfo) -> tuple[tuple[int, ...], np.dtype]:
 def ort_session(model: onnx.ModelProto | bytes, threads: int | None = None,
                 profile_prefix: str | None = None, optimize: bool = True):
     """An ONNX Runtime CPU session, all graph optimizations (none with ``optimize=False``: every
-    node runs as the standard defines it), ``threads`` (default: physical cores); with
-    ``profile_prefix``, ONNX Runtime's own per-node profiling on."""
+    node runs as the standard defines it), ``threads`` (default: physical cores), intra-op
+    workers that spin between calls like TVM's pool does (see :mod:`tvm_pipeline.run.bench`);
+    with ``profile_prefix``, ONNX Runtime's own per-node profiling on."""
     import onnxruntime as ort  # pylint: disable=import-outside-toplevel
     if threads is not None and threads < 0:
         raise UsageError(f"The thread count must be >= 1 (or omitted for one per physical "
@@ -262,6 +271,7 @@ def ort_session(model: onnx.ModelProto | bytes, threads: int | None = None,
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.intra_op_num_threads = threads or physical_cores()
     opts.log_severity_level = 3
+    opts.add_session_config_entry(SPIN_ENTRY, "1")
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
