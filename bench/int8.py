@@ -8,7 +8,7 @@ kernels and whatever the logs hold for them; each validated before it is used), 
 TVM and ONNX Runtime on each in alternating blocks (``run.bench``): ONNX Runtime runs the QDQ model
 with its integer kernels. Ratios are against ONNX Runtime measured in the same run.
 
-    .venv/bin/python bench/int8.py [--archs v1 v2] [--runs 50] [--reduce-range] [--out bench/results]
+    .venv/bin/python bench/int8.py [--archs v1 v2] [--runs 50] [--reduce-range] [--isolate]
 
 Writes OUT/int8-TARGET.md, .json and .png.
 """
@@ -24,10 +24,10 @@ from pathlib import Path
 import tvm_pipeline as tp
 from tvm_pipeline.api import quantize
 from tvm_pipeline.frontend.quantize import QuantizeOptions
-from tvm_pipeline.run.bench import BenchOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_output_args, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
+from common import (add_bench_args, add_output_args, bench_artifact, output_dirs,  # noqa: E402  pylint: disable=wrong-import-position
+                    write_results)
 
 
 def run_one(arch: str, target: str | None, work: Path, args: argparse.Namespace) -> dict:
@@ -37,7 +37,6 @@ def run_one(arch: str, target: str | None, work: Path, args: argparse.Namespace)
     quantize(float_path, int8_path, QuantizeOptions(samples=16, held_back=4,
                                                     reduce_range=args.reduce_range))
     row: dict = {"model": spec.name}
-    opts = BenchOptions(warmup=10, runs=args.runs)
     for label, path in (("fp32", float_path), ("int8", int8_path)):
         prepared = tp.prepare(path, target)
         row["target"] = prepared.target.name
@@ -47,9 +46,10 @@ def run_one(arch: str, target: str | None, work: Path, args: argparse.Namespace)
         if label == "int8":
             row["integer_layers"] = len(prepared.integer.integer)
             row["float_layers"] = len(prepared.integer.float)
-        result = tp.bench(compiled.artifact, path, options=opts)
+        result, reliability = bench_artifact(compiled.artifact, args.runs, isolate=args.isolate)
         row[f"{label}_tvm_ms"], row[f"{label}_ort_ms"] = result.tvm.median_ms, result.ort.median_ms
         row[f"{label}_reliable"] = result.reliable
+        row.update({f"{label}_{key}": value for key, value in reliability.items()})
         print(f"{spec.name} {label}: TVM {result.tvm.median_ms:.2f} ms, ORT "
               f"{result.ort.median_ms:.2f} ms", file=sys.stderr, flush=True)
     row["int8_vs_ort"] = row["int8_tvm_ms"] / row["int8_ort_ms"]
@@ -66,7 +66,7 @@ def table(rows: list[dict]) -> str:
                      f"{r['fp32_tvm_ms']:.2f} | {r['int8_ort_ms']:.2f} | {r['int8_tvm_ms']:.2f} | "
                      f"{r['int8_vs_ort']:.2f}x | {r['int8_vs_fp32']:.2f}x | "
                      f"{r['integer_layers']}/{r['integer_layers'] + r['float_layers']} | "
-                     f"{'yes' if r['fp32_reliable'] and r['int8_reliable'] else 'NO (busy)'} |")
+                     f"{'yes' if r['fp32_reliable'] and r['int8_reliable'] else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -98,6 +98,7 @@ def main() -> int:
     parser.add_argument("--reduce-range", action="store_true",
                         help="quantize with 7-bit weights (ONNX Runtime's AVX2 kernels then "
                              "compute the model exactly)")
+    add_bench_args(parser)
     add_output_args(parser)
     args = parser.parse_args()
     out, work = output_dirs(args)
