@@ -44,8 +44,8 @@ def run_one(arch: str, target: str | None, work: Path, args: argparse.Namespace)
         compiled = tp.compile(prepared, work / f"{spec.name}-{label}.tvm")
         row[f"{label}_compile_s"] = round(time.perf_counter() - start, 1)
         if label == "int8":
-            row["integer_layers"] = len(prepared.integer.integer)
-            row["float_layers"] = len(prepared.integer.float)
+            row["integer_layers"] = len(prepared.integer.integer_layers)
+            row["float_layers"] = len(prepared.integer.float_layers)
         result, reliability = bench_artifact(compiled.artifact, args.runs, isolate=args.isolate)
         row[f"{label}_tvm_ms"], row[f"{label}_ort_ms"] = result.tvm.median_ms, result.ort.median_ms
         row[f"{label}_reliable"] = result.reliable

@@ -115,3 +115,52 @@ def matmul_relu_kernel(m: int = 32, k: int = 64, n: int = 48):
     wrong = s_tir.Schedule(mod)
     wrong.unsafe_set_dtype(wrong.get_sblock("C"), 0, "int32")
     return mod, good, wrong
+
+
+def qdq_convnet_model(seed: int = 0) -> onnx.ModelProto:
+    """Input -> Q -> [3x3/2 conv, u8 input zero point 100 with padding, u8 weights with per-channel
+    zero points (the int16 path), bias] -> Q -> [3x3 depthwise, s8 weights] -> Q -> residual-free
+    global pool -> Gemm (transB, s8 weights) -> Q -> DQ: every case of the rewrite, small."""
+    rng = np.random.default_rng(seed)
+    wq = rng.integers(0, 256, (8, 3, 3, 3)).astype(np.uint8)
+    dw = rng.integers(-127, 128, (8, 1, 3, 3)).astype(np.int8)
+    fc = rng.integers(-127, 128, (10, 8)).astype(np.int8)
+    inits = [
+        const("xs", np.float32(0.02)), const("xz", np.uint8(100)),
+        const("wq", wq), const("ws", rng.uniform(0.002, 0.004, 8).astype(np.float32)),
+        const("wz", rng.integers(110, 140, 8).astype(np.uint8)),
+        const("bq", rng.integers(-500, 500, 8).astype(np.int32)),
+        const("bs", (0.02 * rng.uniform(0.002, 0.004, 8)).astype(np.float32)),
+        const("ys", np.float32(0.03)), const("yz", np.uint8(7)),
+        const("dq", dw), const("dws", rng.uniform(0.01, 0.02, 8).astype(np.float32)),
+        const("dwz", np.zeros(8, np.int8)),
+        const("zs", np.float32(0.05)), const("zz", np.uint8(0)),
+        const("fcq", fc), const("fcs", rng.uniform(0.01, 0.02, 10).astype(np.float32)),
+        const("fcz", np.zeros(10, np.int8)),
+        const("ps", np.float32(0.05)), const("pz", np.uint8(3)),
+        const("os", np.float32(0.1)), const("oz", np.uint8(128)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xf"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wf"], axis=0),
+        helper.make_node("DequantizeLinear", ["bq", "bs"], ["bf"], axis=0),
+        helper.make_node("Conv", ["xf", "wf", "bf"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("QuantizeLinear", ["c1", "ys", "yz"], ["c1q"]),
+        helper.make_node("DequantizeLinear", ["c1q", "ys", "yz"], ["c1f"]),
+        helper.make_node("DequantizeLinear", ["dq", "dws", "dwz"], ["dwf"], axis=0),
+        helper.make_node("Conv", ["c1f", "dwf"], ["c2"], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["c2"], ["c2r"]),
+        helper.make_node("QuantizeLinear", ["c2r", "zs", "zz"], ["c2q"]),
+        helper.make_node("DequantizeLinear", ["c2q", "zs", "zz"], ["c2f"]),
+        helper.make_node("GlobalAveragePool", ["c2f"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("QuantizeLinear", ["flat", "ps", "pz"], ["flatq"]),
+        helper.make_node("DequantizeLinear", ["flatq", "ps", "pz"], ["flatf"]),
+        helper.make_node("DequantizeLinear", ["fcq", "fcs", "fcz"], ["fcf"], axis=0),
+        helper.make_node("Gemm", ["flatf", "fcf"], ["logits_f"], transB=1),
+        helper.make_node("QuantizeLinear", ["logits_f", "os", "oz"], ["lq"]),
+        helper.make_node("DequantizeLinear", ["lq", "os", "oz"], ["logits"]),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+                      [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits, opset=13)

@@ -78,6 +78,28 @@ def test_compile_validates_on_the_device_before_writing(rpi4_artifact, request):
                             f"{out['top1_agreement']:.0%}")
 
 
+def test_int8_model_compiles_for_rpi5_and_validates_on_the_device(cli, device, tmp_path, request):
+    """A quantized (QDQ) model cross-compiled with integer kernels for the A76 board, validated on
+    the emulated device in quantization steps against ONNX Runtime's op-by-op run here."""
+    import onnx
+
+    from tests.conftest import qdq_convnet_model
+
+    model = tmp_path / "convnet.qdq.onnx"
+    onnx.save(qdq_convnet_model(), model)
+    out = tmp_path / "convnet-rpi5.tvm"
+    res = cli("compile", model, "--target", "rpi5", "-o", out, "--rpc", device.rpc(), "--json")
+    assert res.code == 0, res.err
+    meta = json.loads(res.out)
+    assert meta["integer"]["integer_layers"] == 3 and meta["integer"]["float_layers"] == 0
+    report = meta["validation"]
+    assert report["passed"] and "op by op" in report["reference"]
+    (logits,) = report["outputs"]
+    assert logits["max_steps"] <= 1.0 and logits["within_steps"] >= 0.999
+    say(request.config, f"INT8 on the emulated rpi5: {logits['within_steps']:.1%} of the logits "
+                        f"within one step, at most {logits['max_steps']:g} step(s)")
+
+
 def test_validate_over_rpc_matches_onnx_runtime(cli, rpi4_artifact, device):
     res = cli("validate", rpi4_artifact, "--rpc", device.rpc(), "--json")
     assert res.code == 0, res.err

@@ -60,27 +60,27 @@ class IntegerReport:
     requantized: int = 0        # quantize/dequantize ops turned into fusable elementwise ops
 
     @property
-    def integer(self) -> list[LayerDecision]:
+    def integer_layers(self) -> list[LayerDecision]:
         return [d for d in self.layers if d.integer]
 
     @property
-    def float(self) -> list[LayerDecision]:
+    def float_layers(self) -> list[LayerDecision]:
         return [d for d in self.layers if not d.integer]
 
     @property
     def quantized(self) -> bool:
         """Whether the model had any quantize/dequantize at all."""
-        return self.requantized > 0 or bool(self.integer)
+        return self.requantized > 0 or bool(self.integer_layers)
 
     def to_dict(self) -> dict:
-        return {"integer_layers": len(self.integer), "float_layers": len(self.float),
+        return {"integer_layers": len(self.integer_layers), "float_layers": len(self.float_layers),
                 "layers": [asdict(d) for d in self.layers]}
 
     def summary(self) -> str:
         """One line, then one line per layer that stayed float."""
-        lines = [f"integer kernels: {len(self.integer)} of {len(self.layers)} conv/dense layers "
+        lines = [f"integer kernels: {len(self.integer_layers)} of {len(self.layers)} conv/dense layers "
                  "compute in int8 x int8 -> int32"]
-        lines += [f"  stayed float: {d.op} #{d.index} ({d.shape}): {d.reason}" for d in self.float]
+        lines += [f"  stayed float: {d.op} #{d.index} ({d.shape}): {d.reason}" for d in self.float_layers]
         return "\n".join(lines)
 
 
@@ -280,6 +280,8 @@ def _per_channel(scale: np.ndarray, channels: int) -> np.ndarray:
 def integerize(mod: tvm.IRModule) -> tuple[tvm.IRModule, IntegerReport]:
     """Rewrite the imported module's dequantized convolutions and dense layers to integer ones
     (see the module docstring); the report says which layers did and which stayed float."""
+    if not _has_qdq(mod):
+        return mod, IntegerReport()      # a float model: untouched
     mod, report = mod.clone(), IntegerReport()
     for gv, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
@@ -290,6 +292,19 @@ def integerize(mod: tvm.IRModule) -> tuple[tvm.IRModule, IntegerReport]:
     if not report.quantized:
         return mod, report
     return relax.transform.DeadCodeElimination()(mod), report
+
+
+def _has_qdq(mod: tvm.IRModule) -> bool:
+    found = []
+
+    def visit(expr):
+        if _op_name(expr) in ("relax.quantize", "relax.dequantize"):
+            found.append(expr)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bool(found)
 
 
 def _bindings_of(func: relax.Function) -> dict:

@@ -47,7 +47,8 @@ class LayerwiseReport:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.layers)
+        """Every quantized tensor within tolerance (a model without any decides nothing)."""
+        return bool(self.layers) and all(c.passed for c in self.layers)
 
     def summary(self) -> str:
         bad = [c for c in self.layers if not c.passed]
