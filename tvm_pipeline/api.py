@@ -277,7 +277,7 @@ def validate(artifact: "Artifact | str | os.PathLike", model: str | os.PathLike 
         from .frontend.load import load_proto  # pylint: disable=import-outside-toplevel
 
         loaded = load_proto(reference, {t.name: tuple(t.shape) for t in inputs},
-                            model or art.metadata["model"]["path"])
+                            _reference_path(art, model))
         _decide_by_layers(report, loaded, resolve_target(art.target_name), options, remote,
                           CompileOptions())
     return report

@@ -33,8 +33,7 @@ MS_DOMAIN = "com.microsoft"
 
 
 class _Rewriter:
-    def __init__(self, model: onnx.ModelProto):
-        self.model = model
+    def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
@@ -137,7 +136,7 @@ def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with every QLinearConv/QLinearMatMul/ConvInteger/MatMulInteger in QDQ form."""
     if not has_qoperators(model):
         return model
-    rewriter = _Rewriter(model)
+    rewriter = _Rewriter()
     methods = {"QLinearConv": rewriter.qlinearconv, "QLinearMatMul": rewriter.qlinearmatmul,
                "QLinearAdd": rewriter.qlinearadd, "QGemm": rewriter.qgemm,
                "ConvInteger": lambda n: rewriter.integer(n, "Conv"),

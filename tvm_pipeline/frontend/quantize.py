@@ -191,7 +191,7 @@ def quantize(loaded: LoadedModel, output: Path, options: QuantizeOptions) -> Qua
     from onnxruntime.quantization.shape_inference import quant_pre_process  # pylint: disable=import-outside-toplevel
 
     from ..paths import atomic_write  # pylint: disable=import-outside-toplevel
-    from ..run.validate import Tolerances, compare, ort_runner  # pylint: disable=import-outside-toplevel
+    from ..run.validate import REPORT_ONLY, compare, ort_runner, run_all  # pylint: disable=import-outside-toplevel
 
     calibrate, held, described = _feeds(loaded, options)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -214,10 +214,9 @@ def quantize(loaded: LoadedModel, output: Path, options: QuantizeOptions) -> Qua
     _record_float_model(quantized, loaded)
     data = quantized.SerializeToString()
     names = [o.name for o in loaded.outputs]
-    defined = [ort_runner(quantized, optimize=False)(f) for f in held]
-    untouched = Tolerances(atol=0.0, rtol=0.0, min_cosine=-1.0)
-    report = compare(defined, [ort_runner(loaded.model)(f) for f in held], names, untouched)
-    kernels = compare([ort_runner(quantized)(f) for f in held], defined, names, untouched)
+    defined = run_all(ort_runner(quantized, optimize=False), held)
+    report = compare(defined, run_all(ort_runner(loaded.model), held), names, REPORT_ONLY)
+    kernels = compare(run_all(ort_runner(quantized), held), defined, names, REPORT_ONLY)
     atomic_write(output, data)
     ops, left = _op_counts(quantized)
     return QuantizeReport(output, options.method, options.per_channel, described, len(held),

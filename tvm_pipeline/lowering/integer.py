@@ -94,16 +94,20 @@ class _Dq:
     axis: int
 
     @property
-    def dtype(self) -> str:
-        return str(self.data.ty.dtype)
-
-    @property
     def per_tensor(self) -> bool:
         return self.scale.size == 1 and self.zero.size == 1
 
 
 def _constant(expr) -> np.ndarray | None:
     return expr.value.numpy() if isinstance(expr, _Constant) else None
+
+
+def _scalar_params(call) -> tuple[float, float] | None:
+    """(scale, zero point) of a per-tensor quantize/dequantize with constant parameters."""
+    scale, zero = _constant(call.args[1]), _constant(call.args[2])
+    if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+        return None
+    return float(scale.ravel()[0]), float(zero.ravel()[0])
 
 
 def _op_name(expr) -> str | None:
@@ -233,31 +237,31 @@ class _Integerize(PyExprMutator):
                                  relax.const(scale.astype(np.float32).reshape(shape)))
 
     def _quantize(self, call):
-        scale, zero = _constant(call.args[1]), _constant(call.args[2])
-        dtype = str(call.attrs.out_dtype)
-        if scale is None or zero is None or scale.size != 1 or zero.size != 1 or dtype not in _LIMITS:
+        params, dtype = _scalar_params(call), str(call.attrs.out_dtype)
+        if params is None or dtype not in _LIMITS:
             return call
         self.report.requantized += 1
+        scale, zero = params
         low, high = _LIMITS[dtype]
         src = str(call.args[0].ty.dtype)
-        q = relax.op.round(relax.op.divide(call.args[0], relax.const(scale.reshape(()), src)))
-        if zero.ravel()[0]:
-            q = relax.op.add(q, relax.const(float(zero.ravel()[0]), src))
+        q = relax.op.round(relax.op.divide(call.args[0], relax.const(scale, src)))
+        if zero:
+            q = relax.op.add(q, relax.const(float(zero), src))
         q = relax.op.minimum(relax.op.maximum(q, relax.const(float(low), src)),
                              relax.const(float(high), src))
         return relax.op.astype(q, dtype)
 
     def _dequantize(self, call):
-        scale, zero = _constant(call.args[1]), _constant(call.args[2])
-        if (scale is None or zero is None or scale.size != 1 or zero.size != 1
-                or isinstance(call.args[0], _Constant)):
+        params = _scalar_params(call)
+        if params is None or isinstance(call.args[0], _Constant):
             return call       # constants (weights, biases) are folded at compile time
         self.report.requantized += 1
+        scale, zero = params
         dtype = str(call.attrs.out_dtype)
         value = relax.op.astype(call.args[0], dtype)
-        if zero.ravel()[0]:
-            value = relax.op.subtract(value, relax.const(float(zero.ravel()[0]), dtype))
-        return relax.op.multiply(value, relax.const(scale.reshape(()).astype(dtype), dtype))
+        if zero:
+            value = relax.op.subtract(value, relax.const(float(zero), dtype))
+        return relax.op.multiply(value, relax.const(scale, dtype))
 
 
 def _centered(wq: np.ndarray, zero: np.ndarray, axis: int) -> tuple[np.ndarray, str]:

@@ -73,11 +73,10 @@ def quantized_tensors(model: onnx.ModelProto) -> list[tuple[str, str]]:
             if n.op_type == "QuantizeLinear"]
 
 
-def _segment_inputs(model: onnx.ModelProto, tensor: str, boundary: set[str]) -> list[str]:
+def _segment_inputs(producers: dict, constants: set[str], tensor: str,
+                    boundary: set[str]) -> list[str]:
     """The boundary tensors (quantized tensors, model inputs) that ``tensor`` is computed from
-    without passing through another boundary tensor."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    constants = {t.name for t in model.graph.initializer}
+    without passing through another boundary tensor (``producers``: tensor -> node)."""
     found, seen, stack = [], set(), list(producers[tensor].input)
     while stack:
         name = stack.pop()
@@ -108,9 +107,11 @@ def check_layers(loaded: LoadedModel, target, compile_model: Callable, feeds: li
         values = [dict(zip(names, runner(feed))) for feed in feeds]
     boundary = {t for t, _ in tensors} | {i.name for i in loaded.inputs}
     extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    constants = {t.name for t in model.graph.initializer}
     report = LayerwiseReport()
     for tensor, node in tensors:
-        inputs = _segment_inputs(model, tensor, boundary)
+        inputs = _segment_inputs(producers, constants, tensor, boundary)
         segment = ort_runner(extractor.extract_model(inputs, [tensor]), optimize=False)
         diffs = []
         for feed, got in zip(feeds, values):

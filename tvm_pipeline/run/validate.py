@@ -47,14 +47,14 @@ import numpy as np
 import onnx
 
 from ..frontend.analysis import TensorInfo
+from ..frontend.qdq import MS_QOPERATORS, QOPERATORS
 from ..errors import ModelError, UsageError, ValidationError
 from ..target.spec import physical_cores
 from ..numbers import compare_arrays, seeded_array
 from .feeds import Runner, preprocess
 
 _KINDS = ("count", "shape", "dtype", "nonfinite", "tolerance", "steps", "cosine", "top1")
-QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
-                          "ConvInteger", "MatMulInteger"})
+QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"}) | QOPERATORS | MS_QOPERATORS
 SPIN_ENTRY = "session.intra_op.allow_spinning"    # ONNX Runtime's session config key
 
 
@@ -73,6 +73,9 @@ class Tolerances:
             raise UsageError(f"Bad tolerances atol={self.atol}, rtol={self.rtol}, min_cosine="
                              f"{self.min_cosine}.", hint="Use --atol >= 0, --rtol >= 0 and "
                              "--min-cosine between -1 and 1.")
+
+
+REPORT_ONLY = Tolerances(atol=0.0, rtol=0.0, min_cosine=-1.0)   # numbers reported, nothing gated
 
 
 @dataclass(frozen=True)
@@ -455,7 +458,7 @@ def _aggregate(name: str, per: list[_Sample], expected: list[list[np.ndarray]],
         tuple(kind for kind in _KINDS if kind in worst))
 
 
-def _run_all(runner: Runner, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def run_all(runner: Runner, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     """Each feed on its own copy (a runner may write into its inputs)."""
     return [[np.asarray(o) for o in runner({k: v.copy() for k, v in f.items()})] for f in feeds]
 
@@ -465,8 +468,8 @@ def validate(runner: Runner, reference: Runner, inputs: Sequence[TensorInfo],
              ) -> ValidationReport:
     """Run both on :func:`make_feeds` (reference first) and compare."""
     feeds = make_feeds(inputs, options)
-    expected = _run_all(reference, feeds)
-    return compare(_run_all(runner, feeds), expected, output_names, options.tolerances)
+    expected = run_all(reference, feeds)
+    return compare(run_all(runner, feeds), expected, output_names, options.tolerances)
 
 
 def validate_model(runner: Runner, model: onnx.ModelProto, inputs: Sequence[TensorInfo],
@@ -479,17 +482,17 @@ def validate_model(runner: Runner, model: onnx.ModelProto, inputs: Sequence[Tens
     if not is_quantized(model):
         return validate(runner, ort_runner(model), inputs, output_names, options)
     feeds, steps = make_feeds(inputs, options), quantization_steps(model)
-    actual = _run_all(runner, feeds)
-    report = compare(actual, _run_all(ort_runner(model, optimize=False), feeds), output_names,
+    actual = run_all(runner, feeds)
+    report = compare(actual, run_all(ort_runner(model, optimize=False), feeds), output_names,
                      options.tolerances, steps)
     report.reference = "ONNX Runtime (quantized model, op by op)"
     if steps:
-        report.integer_kernels = compare(actual, _run_all(ort_runner(model), feeds),
+        report.integer_kernels = compare(actual, run_all(ort_runner(model), feeds),
                                          output_names, options.tolerances, steps)
         report.integer_kernels.reference = "ONNX Runtime (fused integer kernels)"
     if float_model is not None:
-        report.float_drift = compare(actual, _run_all(ort_runner(float_model), feeds), output_names,
-                                     Tolerances(atol=0.0, rtol=0.0, min_cosine=-1.0)).outputs
+        report.float_drift = compare(actual, run_all(ort_runner(float_model), feeds), output_names,
+                                     REPORT_ONLY).outputs
     return report
 
 

@@ -143,9 +143,20 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
     for postproc in postprocessors if postprocessors is not None else postprocs(func, target):
         if not postproc.apply(sch):
             return None
-    if _AUTO_TENSORIZE in sch.mod["main"].script(show_meta=False):
+    if _left_untensorized(sch):
         return None      # RewriteTensorize could not map the policy's tiles onto the intrinsic
     return sch if _packable(sch.mod["main"]) else None
+
+
+def _left_untensorized(sch: s_tir.Schedule) -> bool:
+    """Whether a block still carries the ``auto_tensorize`` mark after the postprocessors."""
+    stack = list(sch.get_child_blocks(sch.get_sblock("root", func_name="main")))
+    while stack:
+        block = stack.pop()
+        if _AUTO_TENSORIZE in sch.get(block).annotations:
+            return True
+        stack.extend(sch.get_child_blocks(block))
+    return False
 
 
 def _packable(func: tvm.tirx.PrimFunc) -> bool:
