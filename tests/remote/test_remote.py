@@ -100,6 +100,28 @@ def test_int8_model_compiles_for_rpi5_and_validates_on_the_device(cli, device, t
                         f"within one step, at most {logits['max_steps']:g} step(s)")
 
 
+def test_layer_check_runs_on_the_device(device, tmp_path):
+    """The layer by layer check of a quantized model on the emulated rpi5: the module it builds
+    returns every quantized tensor (a tuple of outputs), read back from the device one by one."""
+    import onnx
+
+    from tests.conftest import qdq_convnet_model
+    from tvm_pipeline.api import CompileOptions, compile as compile_model
+    from tvm_pipeline.frontend.load import load
+    from tvm_pipeline.observe.layerwise import check_layers
+    from tvm_pipeline.run.remote import RemoteOptions
+    from tvm_pipeline.run.validate import ValidateOptions, make_feeds
+    from tvm_pipeline.target.spec import resolve_target
+
+    model = tmp_path / "convnet.qdq.onnx"
+    onnx.save(qdq_convnet_model(), model)
+    loaded = load(model)
+    report = check_layers(loaded, resolve_target("rpi5"), lambda p, out: compile_model(
+        p, out, CompileOptions(validate=False)), make_feeds(loaded.inputs, ValidateOptions(samples=2)),
+        remote=RemoteOptions(rpc=device.rpc()))
+    assert report.passed and len(report.layers) == 5
+
+
 def test_validate_over_rpc_matches_onnx_runtime(cli, rpi4_artifact, device):
     res = cli("validate", rpi4_artifact, "--rpc", device.rpc(), "--json")
     assert res.code == 0, res.err

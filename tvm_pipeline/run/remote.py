@@ -293,8 +293,13 @@ class RemoteRunner:
                     for n in self.names]
 
     def run_device(self, args: list):
+        """Run ``main`` on the device; its outputs, fetched one tensor at a time (a tuple of
+        outputs is an object on the device, which RPC cannot copy back as a whole)."""
         with self.step("running the model"):
-            return self.vm["main"](*args)
+            self.vm.set_input("main", *args)
+            self.vm.invoke_stateful("main")
+        with self.step("copying outputs back"):
+            return self.vm.get_outputs("main")
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = self.run_device(self.to_device(feeds))
