@@ -25,6 +25,17 @@ def small_v2(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_v2_int8(small_v2, tmp_path_factory):
+    """MobileNet V2 0.25-96 quantized by ONNX Runtime's static quantizer (QDQ, per-channel)."""
+    from tvm_pipeline.api import quantize
+    from tvm_pipeline.frontend.quantize import QuantizeOptions
+
+    path = tmp_path_factory.mktemp("models") / "mobilenet_v2_0.25_96.int8.onnx"
+    quantize(small_v2, path, QuantizeOptions(samples=4, held_back=2))
+    return path
+
+
+@pytest.fixture(scope="session")
 def small_v2_artifact(small_v2, tmp_path_factory):
     """MobileNet V2 0.25-96 compiled for this host (validated by compile itself)."""
     from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare

@@ -69,8 +69,8 @@ def test_a_wrong_default_schedule_is_dropped_with_the_reason(prepared_host, monk
     target = prepared_host.target.to_tvm()
     conv = next(k.name for k in prepared_host.kernels if "conv2d" in k.name)
 
-    def faulty(func, tgt, params, tensorize=True):
-        sketched = default_schedule(func, tgt, params, tensorize)
+    def faulty(func, tgt, params):
+        sketched = default_schedule(func, tgt, params)
         is_conv = func.same_as(prepared_host.mod[conv])
         return Sketched(_zero_to_half(sketched.func), sketched.sketch) if is_conv else sketched
 

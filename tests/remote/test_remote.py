@@ -100,6 +100,29 @@ def test_int8_model_compiles_for_rpi5_and_validates_on_the_device(cli, device, t
                         f"within one step, at most {logits['max_steps']:g} step(s)")
 
 
+def test_int8_mobilenet_with_sdot_validates_on_the_device(cli, device, small_v2_int8, tmp_path,
+                                                         request):
+    """ONNX Runtime's INT8 MobileNet V2 cross-compiled for the A76 board: its convolutions multiply
+    with ``sdot`` (s8 activations, packed weights) and the module passes validation on the
+    emulated device (decided layer by layer when the seeded network amplifies a rounding tie)."""
+    import shutil
+    import subprocess
+
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if objdump is None:
+        pytest.skip("aarch64 binutils are not installed (scripts/setup.sh test installs them)")
+    out = tmp_path / "v2-int8-rpi5.tvm"
+    res = cli("compile", small_v2_int8, "--target", "rpi5", "-o", out, "--rpc", device.rpc(),
+              "--json", "--untuned")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["validation"]["passed"]
+    code = subprocess.run([objdump, "-d", str(out / "model.so")], capture_output=True, text=True,
+                          check=True).stdout
+    sdots = sum(1 for line in code.splitlines() if "\tsdot\t" in line)
+    assert sdots >= 10
+    say(request.config, f"INT8 MobileNet V2 0.25-96 on the emulated rpi5: validated, {sdots} sdot")
+
+
 def test_layer_check_runs_on_the_device(device, tmp_path):
     """The layer by layer check of a quantized model on the emulated rpi5: the module it builds
     returns every quantized tensor (a tuple of outputs), read back from the device one by one."""

@@ -4,8 +4,10 @@ Each such kernel gets the default schedule of ``lowering.schedules`` and, before
 kernel check of ``tuning.verify``: the scheduled kernel and the unscheduled one run on the same
 seeded arguments and must agree. Targets this machine cannot run (an ARM board, another x86
 extension) are checked on this machine's CPU: the schedule is a transformation of the loop nest, and the same
-scheduled TIR compiled for the host must compute what the unscheduled kernel computes. All kernels
-of a model are checked in one library (see ``check_target`` for the optimisation level).
+scheduled TIR compiled for the host must compute what the unscheduled kernel computes; a kernel
+tensorized with the target's int8 dot product is checked through its untensorized twin there
+(``Sketched.for_check``). All kernels of a model are checked in one library (see ``check_target``
+for the optimisation level).
 A kernel whose default fails (no sketch replays, or the check fails) stays naive, with the reason.
 """
 
@@ -48,16 +50,16 @@ def apply_defaults(mod: tvm.IRModule, spec: TargetSpec,
     sketched = {}
     for gv, func in pending:
         try:
-            # tensor intrinsics only where this machine can check them (it runs the target)
-            sketched[gv] = default_schedule(func, target, params, spec.runs_on_host).func
+            sketched[gv] = default_schedule(func, target, params)
         except SketchError as err:
             result.naive[gv.name_hint] = f"no default schedule applies ({err})"
-    for gv, deviation in _check(mod, sketched, checked_on).items():
+    checked = {gv: s.for_check(spec.runs_on_host) for gv, s in sketched.items()}
+    for gv, deviation in _check(mod, checked, checked_on).items():
         if deviation > 1.0:
             result.naive[gv.name_hint] = (f"its default schedule computed wrong results "
                                           f"({deviation:.3g}x the tolerance) and was dropped")
             continue
-        mod[gv] = sketched[gv]
+        mod[gv] = sketched[gv].func
         result.scheduled.append(gv.name_hint)
     return mod, result
 

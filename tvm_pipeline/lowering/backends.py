@@ -20,6 +20,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from ..target import intrinsics
 from . import layout, texture
 
 
@@ -47,7 +48,9 @@ def _common_lowering(target: tvm.target.Target, before: list = (), after: list =
 
 def _cpu_lowering(target: tvm.target.Target) -> list:
     """Channels-last kernels with layout-free (packable) weights: see ``layout``."""
-    return _common_lowering(target, layout.channels_last_passes(), layout.mark_weights_passes())
+    tile = intrinsics.DOT_PRODUCT_TILES.get(intrinsics.int8_dot_product(target))
+    return _common_lowering(target, layout.channels_last_passes(tile),
+                            layout.mark_weights_passes())
 
 
 # target key -> lowering passes; the first key a target has wins, else _common_lowering.

@@ -118,11 +118,12 @@ def _op_name(expr) -> str | None:
 
 @mutator
 class _Integerize(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, bindings: dict):
+    def __init__(self, mod: tvm.IRModule, bindings: dict, dot_activation: str | None):
         super().__init__(mod)
         self.report = IntegerReport()
         self._count = {"conv2d": 0, "matmul": 0}
         self._bindings = bindings     # the original function's var -> value
+        self._dot_activation = dot_activation
 
     # -- helpers ---------------------------------------------------------------------------
     def _bound(self, expr):
@@ -192,6 +193,9 @@ class _Integerize(PyExprMutator):
         weights, wdtype = _centered(wq, w.zero, 0)
         data, padding = self.visit_expr(x.data), [int(p) for p in attrs.padding]
         x_zero = int(x.zero[0])
+        if int(attrs.groups) == 1 and self._dot_activation:
+            data, x_zero = _as_dot_operand(data, str(x.data.ty.dtype), x_zero,
+                                           self._dot_activation)
         if x_zero and any(padding):
             top, left, bottom, right = padding
             data = relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right],
@@ -264,6 +268,16 @@ class _Integerize(PyExprMutator):
         return relax.op.multiply(value, relax.const(scale, dtype))
 
 
+def _as_dot_operand(data, dtype: str, zero: int, wanted: str) -> tuple:
+    """The activation in the type the target's dot product multiplies, with its zero point:
+    uint8 <-> int8 shifts values and zero point alike by 128, so ``x - zero`` is unchanged."""
+    shift = {("uint8", "int8"): -128, ("int8", "uint8"): 128}.get((dtype, wanted), 0)
+    if not shift:
+        return data, zero
+    wide = relax.op.add(relax.op.astype(data, "int16"), relax.const(shift, "int16"))
+    return relax.op.astype(wide, wanted), zero + shift
+
+
 def _centered(wq: np.ndarray, zero: np.ndarray, axis: int) -> tuple[np.ndarray, str]:
     """``wq - zero`` (zero points along ``axis``) in the narrowest type holding it: int8 for
     symmetric weights (zero point 0, ONNX Runtime's default), int16 otherwise."""
@@ -281,15 +295,18 @@ def _per_channel(scale: np.ndarray, channels: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(scale, dtype=np.float64), (channels,)).copy()
 
 
-def integerize(mod: tvm.IRModule) -> tuple[tvm.IRModule, IntegerReport]:
+def integerize(mod: tvm.IRModule,
+               dot_activation: str | None = None) -> tuple[tvm.IRModule, IntegerReport]:
     """Rewrite the imported module's dequantized convolutions and dense layers to integer ones
-    (see the module docstring); the report says which layers did and which stayed float."""
+    (see the module docstring); the report says which layers did and which stayed float.
+    ``dot_activation``: the activation type the target's int8 dot product multiplies ("uint8" for
+    x86 VNNI, "int8" for ARM sdot); convolutions other than depthwise get their input in it."""
     if not _has_qdq(mod):
         return mod, IntegerReport()      # a float model: untouched
     mod, report = mod.clone(), IntegerReport()
     for gv, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
-            mutator_ = _Integerize(mod, _bindings_of(func))
+            mutator_ = _Integerize(mod, _bindings_of(func), dot_activation)
             mod[gv] = mutator_.visit_expr(func)
             report.layers += mutator_.report.layers
             report.requantized += mutator_.report.requantized

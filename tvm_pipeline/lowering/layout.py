@@ -13,6 +13,8 @@ convolutions alike. The steps, all on the Relax module before lowering:
    layout inference (and fuse into the convolution before them).
 2. ``ConvertLayout`` to NHWC/HWIO: transposes remain only at the model's input and before the
    classifier's reshape; weight transposes are folded (weights are constants).
+3. On targets with an int8 dot product (``target.intrinsics.int8_dot_product``), int8 convolutions
+   other than depthwise get weights packed for the instruction (``dot_product_convs``).
 
 After fusion, ``AttachAttrLayoutFreeBuffers`` marks the constant weights of each kernel as
 layout-free, so MetaSchedule's ``RewriteLayout`` may pick a packed weight layout per schedule. At
@@ -23,6 +25,7 @@ interface (one input, one output) does not change (no ``transform_params`` step 
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax, topi
@@ -30,6 +33,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 _CALL_TIR = "relax.call_tir"
 _CLIP = "relax.clip"
+_CONV2D = "relax.nn.conv2d"
 _CLIP_PARTS = (("maximum", topi.maximum, relax.op.maximum),
                ("minimum", topi.minimum, relax.op.minimum))
 
@@ -94,12 +98,79 @@ def clip_to_ops(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(mod)
 
 
-def channels_last_passes() -> list:
-    """Relax (before LegalizeOps): NCHW convolutions and their activations to NHWC."""
+def _packed_conv(data, weight, strides, padding, tile: int):
+    """NHWC convolution of 8-bit ``data`` by ``weight`` packed ``[KH, KW, O/tile, C/4, tile, 4]``,
+    int32 sums (zero padding)."""
+    top, left, bottom, right = padding
+    if any(padding):
+        data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0])
+    batch, height, width, channels = data.shape
+    kh, kw = weight.shape[0], weight.shape[1]
+    out = (batch, (height - kh) // strides[0] + 1, (width - kw) // strides[1] + 1,
+           weight.shape[2] * tile)
+    ry = tvm.te.reduce_axis((0, kh), "ry")
+    rx = tvm.te.reduce_axis((0, kw), "rx")
+    rc = tvm.te.reduce_axis((0, channels), "rc")
+    return tvm.te.compute(out, lambda n, y, x, f: tvm.te.sum(
+        data[n, y * strides[0] + ry, x * strides[1] + rx, rc].astype("int32")
+        * weight[ry, rx, f // tile, rc // 4, f % tile, rc % 4].astype("int32"),
+        axis=[ry, rx, rc]), name="conv2d_nhwc")
+
+
+@mutator
+class _DotProductConvs(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, tile: int):
+        super().__init__(mod)
+        self._tile = tile
+
+    def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != _CONV2D:
+            return call
+        attrs, weight = call.attrs, call.args[1]
+        if (attrs.data_layout != "NHWC" or attrs.kernel_layout != "HWIO" or int(attrs.groups) != 1
+                or any(int(d) != 1 for d in attrs.dilation) or str(attrs.out_dtype) != "int32"
+                or not isinstance(weight, tvm.ir.expr.Constant)
+                or str(weight.value.dtype) != "int8"):
+            return call
+        kh, kw, channels, out = weight.value.shape
+        if out % self._tile or channels % 4:
+            return call
+        packed = (weight.value.numpy().reshape(kh, kw, channels // 4, 4, out // self._tile, self._tile)
+                  .transpose(0, 1, 4, 2, 5, 3))
+        return self.builder_.call_te(
+            _packed_conv, call.args[0], relax.const(np.ascontiguousarray(packed), "int8"),
+            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], self._tile,
+            primfunc_name_hint="conv2d_nhwc_int8")
+
+
+def dot_product_convs(tile: int) -> tvm.transform.Pass:
+    """int8 convolutions (not depthwise) with their weights packed for the target's dot product:
+    ``[KH, KW, O/tile, C/4, tile, 4]``, so that a tile of ``tile`` output channels (16 for x86
+    VNNI, 4 for ARM sdot) by 4 input channels is the intrinsic's ``[i, k]`` operand and lies
+    contiguous in memory, as the intrinsic reads it. MetaSchedule's rules then tensorize these
+    kernels. (Not left to MetaSchedule's layout rewrite: it does not repack the operand of a
+    tensorized block, and with HWIO weights the tile is neither ``[i, k]`` nor contiguous.)"""
+
+    @tvm.transform.module_pass(opt_level=0, name="DotProductConvs")
+    def rewrite(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        convs = _DotProductConvs(mod, tile)
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                convs.builder_.update_func(gv, convs.visit_expr(func))
+        return convs.builder_.get()     # with the packed convolutions' PrimFuncs
+
+    return rewrite
+
+
+def channels_last_passes(dot_tile: int | None = None) -> list:
+    """Relax (before LegalizeOps): NCHW convolutions and their activations to NHWC; int8 weights
+    packed for the target's dot product when it has one (``dot_product_convs``)."""
     return [
         clip_to_ops,
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
         relax.transform.FoldConstant(),
+        *([dot_product_convs(dot_tile)] if dot_tile else []),
     ]
 
 

@@ -26,6 +26,7 @@ from tvm.relax.frontend.onnx import from_onnx
 
 from . import backends
 from .integer import IntegerReport, integerize
+from ..target import intrinsics
 from ..target.capabilities import check_target
 from ..errors import TVM_ERRORS, raise_if_interrupted, ModelError
 from ..frontend.load import LoadedModel
@@ -117,8 +118,9 @@ def list_kernels(mod: tvm.IRModule) -> list[Kernel]:
 def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
     """Import the loaded model into Relax and fuse it into kernels for ``target``."""
     check_target(target)
-    mod, integer = integerize(_relax_import(loaded))
     tvm_target = target.to_tvm()
+    dot = intrinsics.int8_dot_product(tvm_target)
+    mod, integer = integerize(_relax_import(loaded), intrinsics.DOT_PRODUCT_ACTIVATIONS.get(dot))
     try:
         with tvm_target, tvm.transform.PassContext(opt_level=3):
             mod = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)

@@ -23,6 +23,7 @@ from tvm import relax, s_tir
 from tvm.s_tir import meta_schedule as ms
 
 from . import policy
+from ...target import intrinsics
 from ...errors import TVM_ERRORS, raise_if_interrupted
 
 _TILE, _SPLIT, _CATEGORICAL, _LOCATION = ("SamplePerfectTile", "Split", "SampleCategorical",
@@ -39,6 +40,15 @@ class Sketched:
     func: tvm.tirx.PrimFunc     # the scheduled kernel (``tirx.is_scheduled``)
     sketch: int                 # which of MetaSchedule's design spaces it came from
     trace: object = None        # the schedule's trace, postprocessors included (a tuning record's)
+    # for a kernel tensorized with an int8 dot product: the same schedule with the tensorized
+    # tiles left as loops, which a CPU without that instruction can run (see ``for_check``)
+    untensorized: tvm.tirx.PrimFunc | None = None
+
+    def for_check(self, runs_here: bool) -> tvm.tirx.PrimFunc:
+        """What the kernel check runs: the schedule itself where this machine runs the target;
+        elsewhere its untensorized twin, which checks the tiling, the fusion and the weight
+        packing (the intrinsic's instruction computes its TIR description, TVM's own contract)."""
+        return self.func if runs_here or self.untensorized is None else self.untensorized
 
 
 class SketchError(Exception):
@@ -110,21 +120,27 @@ def _loop_extents(func, trace) -> dict:
 def plan(func, trace, params: policy.CpuParams) -> tuple[dict, bool]:
     """The policy's tile decisions for every SamplePerfectTile, and whether the kernel reduces."""
     extents = _loop_extents(func, trace)
-    decisions, reduces = {}, False
+    decisions, reduces, tensorized = {}, False, _tensorizes(trace)
     for group in _tile_groups(trace):
         spatial = [i for i in group if int(i.attrs[0]) == _SPATIAL_LEVELS]
         reduction = [i for i in group if int(i.attrs[0]) == _REDUCTION_LEVELS]
         reduces = reduces or bool(reduction)
         tiles = policy.spatial_tiles([extents[i] for i in spatial], bool(reduction), params)
+        if tensorized:
+            # the innermost loops get vectorized, and a loop around the intrinsic's vector
+            # instruction cannot be: the register tile moves one level out (still inside the
+            # reduction) and the innermost level stays 1
+            tiles = [[a, b, c * d, 1] for a, b, c, d in tiles]
         decisions.update(zip(spatial, tiles))
         decisions.update(zip(reduction, policy.reduction_tiles([extents[i] for i in reduction])))
     return decisions, reduces
 
 
-def replay(func, trace, target, params: policy.CpuParams, postprocessors: list | None = None):
+def replay(func, trace, target, params: policy.CpuParams, postprocessors: list | None = None,
+           tensorize: bool = True):
     """``trace`` replayed on ``func`` with the policy's decisions, postprocessed (by
-    ``postprocessors``, default :func:`postprocs`): the schedule, or None when a postprocessor
-    rejects it."""
+    ``postprocessors``, default :func:`postprocs`; without ``RewriteTensorize`` when not
+    ``tensorize``): the schedule, or None when a postprocessor rejects it."""
     decisions, reduces = plan(func, trace, params)
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
 
@@ -141,22 +157,40 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
     trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
     sch.enter_postproc()        # as MetaSchedule marks it: a record's trace can seed its search
     for postproc in postprocessors if postprocessors is not None else postprocs(func, target):
+        if not tensorize and isinstance(postproc, ms.postproc.RewriteTensorize):
+            continue
         if not postproc.apply(sch):
             return None
-    if _left_untensorized(sch):
+    if not tensorize:
+        return sch       # the twin of a tensorized schedule: only checked, never built
+    blocks = [sch.get(block) for block in _blocks(sch)]
+    if any(_AUTO_TENSORIZE in block.annotations for block in blocks):
         return None      # RewriteTensorize could not map the policy's tiles onto the intrinsic
+    if not all(_compact(match.source) for block in blocks for match in block.match_buffers):
+        return None      # an intrinsic would read a strided operand as if it were contiguous
     return sch if _packable(sch.mod["main"]) else None
 
 
-def _left_untensorized(sch: s_tir.Schedule) -> bool:
-    """Whether a block still carries the ``auto_tensorize`` mark after the postprocessors."""
-    stack = list(sch.get_child_blocks(sch.get_sblock("root", func_name="main")))
+def _blocks(sch: s_tir.Schedule) -> list:
+    found, stack = [], list(sch.get_child_blocks(sch.get_sblock("root", func_name="main")))
     while stack:
         block = stack.pop()
-        if _AUTO_TENSORIZE in sch.get(block).annotations:
-            return True
+        found.append(block)
         stack.extend(sch.get_child_blocks(block))
-    return False
+    return found
+
+
+def _compact(region) -> bool:
+    """Whether a buffer region is one contiguous run of memory, as a tensor intrinsic's vector
+    loads assume (its operands are declared without strides, which tensorize does not check):
+    the dimensions it spans are the buffer's last ones, all but the first of them whole."""
+    buffer = region.source
+    shape, extents = list(buffer.shape), [r.extent for r in region.region]
+    if buffer.strides or not all(isinstance(e, tvm.tirx.IntImm) for e in extents):
+        return False
+    spanned = [d for d, e in enumerate(extents) if int(e) != 1]
+    return not spanned or (spanned == list(range(spanned[0], len(shape))) and all(
+        int(extents[d]) == int(shape[d]) for d in spanned[1:]))
 
 
 def _packable(func: tvm.tirx.PrimFunc) -> bool:
@@ -183,14 +217,13 @@ def preference(spaces: list) -> list[int]:
     return [i for i in order if not factors(i)] + [i for i in order if factors(i)]
 
 
-def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams,
-                     tensorize: bool = True) -> Sketched:
+def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) -> Sketched:
     """The kernel's default schedule: the most fused sketch that replays, from the target's own
-    design space (tensorized where the target has int8 dot-product instructions; not with
-    ``tensorize=False``, for schedules that must be checked on a CPU without them) or else from
-    the generic CPU one; SketchError if none."""
+    design space where it has an exact int8 dot product (``intrinsics.int8_dot_product``: its
+    int8 kernels are tensorized) or else from the generic CPU one; SketchError if none."""
     func = without_custom_rules(func)
     reasons: list[str] = []
+    tensorize = intrinsics.int8_dot_product(target) is not None
     for generic in ((False, True) if tensorize else (True,)):
         try:
             context = _context(func, target, generic)
@@ -215,8 +248,24 @@ def _first_replaying(func, spaces, target, params, context, reasons: list[str]) 
             raise_if_interrupted()
             reasons.append(f"sketch {index}: {str(err).strip().splitlines()[-1][:200]}")
             continue
-        if scheduled is not None:
-            return Sketched(scheduled.mod["main"].with_attr("tirx.is_scheduled", True), index,
-                            scheduled.trace)
-        reasons.append(f"sketch {index}: a postprocessor rejected it")
+        if scheduled is None:
+            reasons.append(f"sketch {index}: a postprocessor rejected it")
+            continue
+        if not _tensorizes(spaces[index].trace):
+            return Sketched(_scheduled(scheduled), index, scheduled.trace)
+        twin = replay(func, spaces[index].trace, target, params, postprocessors, tensorize=False)
+        if twin is None:
+            reasons.append(f"sketch {index}: its untensorized twin (what is checked) does not replay")
+            continue
+        return Sketched(_scheduled(scheduled), index, scheduled.trace, _scheduled(twin))
     return None
+
+
+def _scheduled(sch: s_tir.Schedule) -> tvm.tirx.PrimFunc:
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _tensorizes(trace) -> bool:
+    """Whether a sketch marks blocks for tensorization (MetaSchedule's intrinsic tiling rules)."""
+    return any(inst.kind.name == "Annotate" and _AUTO_TENSORIZE in str(inst.attrs)
+               for inst in trace.insts)
