@@ -33,6 +33,7 @@ ROOT = -1                 # SampleComputeLocation: compute the producer at the r
 _CUSTOM_RULE = "schedule_rule"
 _RFACTOR = "RFactor"
 _AUTO_TENSORIZE = "meta_schedule.auto_tensorize"
+_BYTES = ("int8", "uint8")
 
 
 @dataclass(frozen=True)
@@ -218,12 +219,13 @@ def preference(spaces: list) -> list[int]:
 
 
 def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) -> Sketched:
-    """The kernel's default schedule: the most fused sketch that replays, from the target's own
-    design space where it has an exact int8 dot product (``intrinsics.int8_dot_product``: its
-    int8 kernels are tensorized) or else from the generic CPU one; SketchError if none."""
+    """The kernel's default schedule: the most fused sketch that replays, for a kernel of 8-bit
+    inputs on a target with an exact int8 dot product (``intrinsics.int8_dot_product``) from the
+    target's own design space (tensorized), else from the generic CPU one; SketchError if none."""
     func = without_custom_rules(func)
     reasons: list[str] = []
-    tensorize = intrinsics.int8_dot_product(target) is not None
+    tensorize = (intrinsics.int8_dot_product(target) is not None
+                 and any(str(p.dtype) in _BYTES for p in func.params))
     for generic in ((False, True) if tensorize else (True,)):
         try:
             context = _context(func, target, generic)
