@@ -1,21 +1,27 @@
 #!/usr/bin/env python
-"""Benchmark: tuning convergence. Latency of the whole model vs tuning wall time, from an empty
-database, on this machine.
+"""Benchmark: tuning convergence on a model the shipped logs do not cover. Latency of the whole
+model vs tuning wall time, warm (what ``tune`` does) against cold (stock MetaSchedule's start).
 
-    .venv/bin/python bench/convergence.py [--arch v2] [--minutes 30] [--logs DIR] [--borrow]
-        [--out bench/results]
+    .venv/bin/python bench/convergence.py [--arch mnasnet1_0] [--minutes 10] [--modes warm,cold]
+        [--checkpoints 2,5,10] [--runs 50] [--isolate] [--resume] [--out bench/results]
 
-1. Tune MobileNet ARCH 1.0-224 for the target for at most MINUTES, recording after every measured
-   batch the wall time and how many records the database holds (``tp.tune``'s progress callback).
-   ``--logs`` is the tuning-log root (default: a fresh temporary one, i.e. an empty database; a
-   root whose target database has no record of this model's kernels is just as empty for it).
-2. For each checkpoint (minutes), build the model from the records written by then (a prefix of the
-   record file; the shipped logs are left out), validate it against ONNX Runtime, and time it
-   (median of ``--runs`` after warm-up): kernels not tuned yet stay naive, so this is the tuning
-   curve itself. With ``--borrow``, also build as ``compile`` does by default (kernels not tuned
-   yet borrow the schedules of similar tuned ones): what a user gets at that point. Also time ONNX
-   Runtime and the build from the shipped logs.
-3. Write OUT/convergence-ARCH-TARGET.md (table), .json, and .png (latency vs wall time).
+``--arch`` is a corpus name (``tvm-pipeline models list``; v1/v2 for MobileNet V1/V2) at 224 px;
+the default, ``mnasnet1_0``, is the corpus model kept out of the shipped logs on purpose.
+
+For each mode, from an empty tuning-log root of its own (WORK/convergence-ARCH-MODE-logs):
+
+* ``warm``: ``tune`` as a user runs it: every task seeded with its checked default schedule and the
+  nearest shipped kernel's schedule, the cost model trained on the shipped logs' measurements;
+  checkpoints are built as ``compile`` builds by default (records so far, then the shipped logs,
+  borrowed schedules, default schedules);
+* ``cold``: ``tune --cold`` (no seeds, untrained cost model: stock MetaSchedule's start), built from
+  the records so far only (others default schedules: the shipped logs left out).
+
+Tuning runs ``--minutes`` of wall time per mode, start-up (import, seeding) included; after every
+measured batch the wall time and the records held are noted. Each checkpoint is then built from
+the records written by then (a prefix of the record file), validated against ONNX Runtime, and
+timed against it in the same run. Writes OUT/convergence-ARCH-TARGET.md (table), .json and .png.
+``--resume`` skips tuning and builds the checkpoints of the last run's timelines.
 """
 
 from __future__ import annotations
@@ -29,10 +35,15 @@ import time
 from pathlib import Path
 
 import tvm_pipeline as tp
+from tvm_pipeline.models import export_model
 from tvm_pipeline.tuning import database as db
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_bench_args, add_output_args, bench_artifact, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
+
+MODES = {"warm": "tune (warm start from the shipped logs)",
+         "cold": "tune --cold (stock MetaSchedule start)"}
+GOALS = (1.2, 1.0)      # x ONNX Runtime
 
 
 def prefix_root(folder: Path, records: int, into: Path) -> Path:
@@ -48,34 +59,84 @@ def prefix_root(folder: Path, records: int, into: Path) -> Path:
     return into
 
 
-def timed_build(prepared, path: Path, options: tp.CompileOptions, runs: int,
-                isolate: bool = False) -> dict:
-    compiled = tp.compile(prepared, path, options)
-    result, reliability = bench_artifact(compiled.artifact, runs, isolate=isolate)
-    return {"tvm_ms": result.tvm.median_ms, "ort_ms": result.ort.median_ms,
-            "kernels_tuned": len(compiled.build.tuned_kernels),
-            "kernels_total": compiled.build.kernels_total,
-            "kernels_borrowed": len(compiled.build.borrowed_kernels),
-            "max_abs_err": compiled.validation.outputs[0].max_abs, **reliability}
+def compile_options(mode: str, root: Path) -> tp.CompileOptions:
+    if mode == "warm":
+        return tp.CompileOptions(logs=str(root))
+    return tp.CompileOptions(logs=str(root), shipped_logs=False, borrow=False)
 
 
-def plot(rows: list[dict], shipped_ms: float, ort_ms: float, title: str, path: Path) -> None:
+def export(arch: str, work: Path) -> Path:
+    name = {"v1": "mobilenet_v1", "v2": "mobilenet_v2"}.get(arch, arch)
+    path = work / f"{name}_224.onnx"
+    export_model(name, path)
+    return path
+
+
+def tune_mode(prepared, mode: str, root: Path, args) -> dict:
+    """Tune from an empty root for ``args.minutes``; the timeline of (seconds, records)."""
+    shutil.rmtree(root, ignore_errors=True)
+    folder = root / prepared.target.name
+    timeline: list[tuple[float, int]] = [(0.0, 0)]
+    start = time.perf_counter()
+
+    def report(progress) -> None:
+        timeline.append((time.perf_counter() - start, db.count_records(folder)))
+        print(f"[{mode} {timeline[-1][0]:7.1f}s] {progress.trials} trials, estimated "
+              f"{progress.estimated_ms if progress.estimated_ms is not None else float('nan'):.2f} ms",
+              file=sys.stderr, flush=True)
+
+    options = tp.TuneOptions(max_trials=100000, trials_per_task=args.trials_per_task,
+                             time_budget_s=args.minutes * 60, logs=str(root),
+                             search=_fast_search(), warm_start=mode == "warm", seed=args.seed)
+    result = tp.tune(prepared, options, report)
+    wall = time.perf_counter() - start
+    timeline.append((wall, db.count_records(folder)))
+    return {"timeline": timeline, "tune": result.to_dict(), "wall_s": wall,
+            "started_from": result.progress.started_from}
+
+
+def build_rows(prepared, mode: str, root: Path, run: dict, args, work: Path) -> list[dict]:
+    folder = root / prepared.target.name
+    wall = run["wall_s"]
+    rows = []
+    for minutes in sorted({float(m) for m in args.checkpoints.split(",")} | {wall / 60}):
+        if minutes * 60 > wall + 1:
+            continue
+        records = max(n for t, n in run["timeline"] if t <= minutes * 60 + 1e-6)
+        with tempfile.TemporaryDirectory() as tmp:
+            built = tp.compile(prepared, work / f"convergence-{mode}.tvm",
+                               compile_options(mode, prefix_root(folder, records, Path(tmp))))
+        result, reliability = bench_artifact(built.artifact, args.runs, isolate=args.isolate)
+        b = built.build
+        row = {"mode": mode, "minutes": round(minutes, 2), "records": records,
+               "tvm_ms": result.tvm.median_ms, "ort_ms": result.ort.median_ms,
+               "ratio": result.tvm.median_ms / result.ort.median_ms,
+               "kernels_total": b.kernels_total, "kernels_tuned": len(b.tuned_kernels),
+               "kernels_borrowed": len(b.borrowed_kernels), "kernels_default": len(b.default_kernels),
+               "max_abs_err": built.validation.outputs[0].max_abs, **reliability}
+        rows.append(row)
+        print(f"{mode} {row['minutes']:6.2f} min: {records} records, {row['tvm_ms']:.2f} ms, "
+              f"{row['ratio']:.2f}x ORT", file=sys.stderr, flush=True)
+    return rows
+
+
+def plot(rows: list[dict], ort_ms: float, title: str, path: Path) -> None:
     import matplotlib  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot([r["minutes"] for r in rows], [r["tvm_ms"] for r in rows], "o-",
-            label="TVM, tuned kernels so far (others naive)")
-    if any("borrow_ms" in r for r in rows):
-        ax.plot([r["minutes"] for r in rows if "borrow_ms" in r],
-                [r["borrow_ms"] for r in rows if "borrow_ms" in r], "s-", color="tab:purple",
-                label="TVM as compile builds it (others borrow)")
-    ax.axhline(shipped_ms, color="tab:green", ls="--", label=f"shipped logs ({shipped_ms:.1f} ms)")
-    ax.axhline(ort_ms, color="tab:red", ls=":", label=f"ONNX Runtime ({ort_ms:.1f} ms)")
+    for mode, style in (("warm", "o-"), ("cold", "s--")):
+        mine = [r for r in rows if r["mode"] == mode]
+        if mine:
+            ax.plot([r["minutes"] for r in mine], [r["tvm_ms"] for r in mine], style,
+                    label=f"TVM, {MODES[mode]}")
+    ax.axhline(ort_ms, color="tab:red", ls=":", label=f"ONNX Runtime ({ort_ms:.2f} ms)")
+    ax.axhline(GOALS[0] * ort_ms, color="tab:red", ls="--", alpha=0.4,
+               label=f"{GOALS[0]:g}x ONNX Runtime")
     ax.set_yscale("log")
-    ax.set_xlabel("tuning wall time (minutes)")
+    ax.set_xlabel("tuning wall time, start-up included (minutes)")
     ax.set_ylabel("latency per image (ms, log scale)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
@@ -84,107 +145,69 @@ def plot(rows: list[dict], shipped_ms: float, ort_ms: float, title: str, path: P
     fig.savefig(path, dpi=120)
 
 
+def table(rows: list[dict], runs: dict, args, name: str, target: str) -> str:
+    lines = [f"{name} on {target}, tuned for up to {args.minutes:g} min per mode from an empty root; "
+             f"median of {args.runs} runs per build, ONNX Runtime timed in the same run; "
+             f"{time.strftime('%Y-%m-%d %H:%M')}", ""]
+    for mode, run in runs.items():
+        tuned = run["tune"]
+        lines.append(f"- {mode} (`{MODES[mode]}`): {tuned['trials']} trials in {run['wall_s']:.0f} "
+                     f"s wall, start-up included ({tuned['trials'] / run['wall_s']:.2f} trials/s); "
+                     + run["started_from"].replace("\n", "; "))
+    lines += ["", "| mode | wall time (min) | records | kernels tuned / borrowed / default | "
+                  "TVM ms | ORT ms | vs ORT |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['minutes']:.1f} | {r['records']} | {r['kernels_tuned']} / "
+                     f"{r['kernels_borrowed']} / {r['kernels_default']} of {r['kernels_total']} | "
+                     f"{r['tvm_ms']:.2f} | {r['ort_ms']:.2f} | {r['ratio']:.2f}x |")
+    lines.append("")
+    for mode in runs:
+        for goal in GOALS:
+            hit = next((r["minutes"] for r in rows if r["mode"] == mode and r["ratio"] <= goal), None)
+            lines.append(f"- {mode}: <= {goal:g}x ONNX Runtime "
+                         + (f"at the {hit:.1f}-minute checkpoint" if hit is not None
+                            else "not reached at any checkpoint"))
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="v2", choices=["v1", "v2"])
+    parser.add_argument("--arch", default="mnasnet1_0")
     parser.add_argument("--target", default=None)
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--trials-per-task", type=int, default=64)
-    parser.add_argument("--checkpoints", default="2,5,10,15,20,25,30",
-                        help="minutes at which the model is built and timed")
-    parser.add_argument("--logs", default=None, help="tuning-log root (default: a fresh empty one)")
+    parser.add_argument("--modes", default="warm,cold")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--trials-per-task", type=int, default=2000)
+    parser.add_argument("--checkpoints", default="2,5,10",
+                        help="minutes of wall time at which the model is built and timed")
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--borrow", action="store_true",
-                        help="also build each checkpoint with borrowed schedules (compile's default)")
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--resume", action="store_true",
-                        help="skip tuning: build and time the checkpoints of the last run's timeline "
-                             "(WORK/convergence-ARCH-TARGET-timeline.json; pass the same --logs)")
+                        help="skip tuning: build the checkpoints of the last run's timelines")
     add_output_args(parser)
     add_bench_args(parser)
     args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes: a comma-separated list of {', '.join(MODES)}")
     out, work = output_dirs(args)
-    logs = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="convergence-logs-"))
-
-    spec = tp.MobileNetSpec(args.arch, 1.0, 224)
-    onnx_path = work / f"{spec.name}.onnx"
-    tp.export_mobilenet(spec, onnx_path)
+    onnx_path = export(args.arch, work)
     prepared = tp.prepare(onnx_path, args.target)
-    folder = logs / prepared.target.name
-    start_records = db.count_records(folder)
-    timeline: list[tuple[float, int]] = [(0.0, start_records)]
-
-    def report(progress) -> None:
-        timeline.append((progress.elapsed_s, db.count_records(folder)))
-        print(f"[{progress.elapsed_s:7.1f}s] {progress.trials} trials, estimated "
-              f"{progress.estimated_ms if progress.estimated_ms is not None else float('nan'):.2f} ms",
-              file=sys.stderr, flush=True)
-
-    timeline_path = work / f"convergence-{args.arch}-{prepared.target.name}-timeline.json"
-    if args.resume:
-        # a run whose tuning finished but whose builds did not: reuse its timeline
-        saved = json.loads(timeline_path.read_text())
-        timeline, tune_summary = [tuple(p) for p in saved["timeline"]], saved["tune"]
-        start_records = timeline[0][1]
-    else:
-        tuned = tp.tune(prepared, tp.TuneOptions(max_trials=100000,
-                                                 trials_per_task=args.trials_per_task,
-                                                 time_budget_s=args.minutes * 60, logs=str(logs),
-                                                 search=_fast_search()),
-                        report)
-        tune_summary = tuned.to_dict()
-        timeline_path.write_text(json.dumps({"timeline": timeline, "tune": tune_summary}) + "\n")
-    seconds = tune_summary["seconds"]
-    trials = tune_summary["trials"]
-    rows = []
-    checkpoints = sorted({float(m) for m in args.checkpoints.split(",")} | {seconds / 60})
-    for minutes in checkpoints:
-        if minutes * 60 > seconds + 1 and minutes != checkpoints[-1]:
-            continue
-        records = max(n for t, n in timeline if t <= minutes * 60 + 1e-6)
-        with tempfile.TemporaryDirectory() as tmp:
-            root = prefix_root(folder, records, Path(tmp))
-            row = timed_build(prepared, work / f"{spec.name}-conv.tvm",
-                              tp.CompileOptions(logs=str(root), shipped_logs=False,
-                                                borrow=False), args.runs, args.isolate)
-            if args.borrow and row["kernels_tuned"] < row["kernels_total"]:
-                borrowed = timed_build(prepared, work / f"{spec.name}-conv.tvm",
-                                       tp.CompileOptions(logs=str(root), shipped_logs=False),
-                                       args.runs, args.isolate)
-                row.update(borrow_ms=borrowed["tvm_ms"], kernels_borrowed=borrowed["kernels_borrowed"])
-            elif args.borrow:
-                row.update(borrow_ms=row["tvm_ms"], kernels_borrowed=0)
-        row.update(minutes=round(min(minutes, seconds / 60), 2), records=records - start_records)
-        rows.append(row)
-        print(f"{row['minutes']:6.2f} min: {row['records']} trials, {row['tvm_ms']:.2f} ms "
-              f"({row['kernels_tuned']}/{row['kernels_total']} kernels tuned)", file=sys.stderr,
-              flush=True)
-    shipped = timed_build(prepared, work / f"{spec.name}-shipped.tvm", tp.CompileOptions(), args.runs,
-                          args.isolate)
-    ort_ms = shipped["ort_ms"]
-    name = f"convergence-{args.arch}-{prepared.target.name}"
-    lines = [f"MobileNet {spec.name}, target {prepared.target.name}: tuning from an empty database "
-             f"for up to {args.minutes:g} min ({trials} trials in {seconds:.0f} s, "
-             f"{trials / seconds:.2f} trials/s, stopped by {tune_summary['stopped_by']}); "
-             f"median of {args.runs} runs per build; {time.strftime('%Y-%m-%d %H:%M')}", "",
-             "| wall time (min) | trials | kernels tuned | latency ms (others naive) | vs shipped logs "
-             "| vs ORT |" + (" compile default: others borrow, ms | kernels borrowed | vs shipped |"
-                             if args.borrow else ""),
-             "|---|---|---|---|---|---|" + ("---|---|---|" if args.borrow else "")]
-    for r in rows:
-        line = (f"| {r['minutes']:.1f} | {r['records']} | {r['kernels_tuned']}/{r['kernels_total']} "
-                f"| {r['tvm_ms']:.2f} | {r['tvm_ms'] / shipped['tvm_ms']:.2f}x | "
-                f"{r['tvm_ms'] / ort_ms:.2f}x |")
-        if "borrow_ms" in r:
-            line += (f" {r['borrow_ms']:.2f} | {r['kernels_borrowed']} | "
-                     f"{r['borrow_ms'] / shipped['tvm_ms']:.2f}x |")
-        lines.append(line)
-    lines += ["", f"Shipped logs: {shipped['tvm_ms']:.2f} ms ({shipped['kernels_tuned']}/"
-                  f"{shipped['kernels_total']} kernels tuned); ONNX Runtime: {ort_ms:.2f} ms."]
-    text = "\n".join(lines) + "\n"
-    plot(rows, shipped["tvm_ms"], ort_ms, f"{spec.name} on {prepared.target.name}",
-         out / f"{name}.png")
-    write_results(out, name, text, {"rows": rows, "shipped": shipped, "timeline": timeline,
-                                    "tune": tune_summary})
+    name = f"convergence-{onnx_path.stem}-{prepared.target.name}"
+    runs, rows = {}, []
+    for mode in modes:
+        root = work / f"{name}-{mode}-logs"
+        saved = work / f"{name}-{mode}-timeline.json"
+        if args.resume:
+            runs[mode] = json.loads(saved.read_text())
+        else:
+            runs[mode] = tune_mode(prepared, mode, root, args)
+            saved.write_text(json.dumps(runs[mode]) + "\n")
+    for mode in modes:      # builds after all tuning: no build shares the cores with a tuning run
+        rows += build_rows(prepared, mode, work / f"{name}-{mode}-logs", runs[mode], args, work)
+    ort_ms = sorted(r["ort_ms"] for r in rows)[len(rows) // 2]
+    plot(rows, ort_ms, f"{onnx_path.stem} on {prepared.target.name}", out / f"{name}.png")
+    write_results(out, name, table(rows, runs, args, onnx_path.stem, prepared.target.name),
+                  {"rows": rows, "runs": runs})
     return 0
 
 

@@ -62,7 +62,7 @@ def run_model(name: str, args, work: Path, empty: str) -> dict:
     prepared = tp.prepare(onnx_path, args.target)
     prepare_s = time.perf_counter() - start
     row = {"model": name, "target": prepared.target.name, "prepare_s": round(prepare_s, 1)}
-    for kind in BUILDS:
+    for kind in args.builds:
         if kind == "naive" and args.naive_runs <= 0:
             continue
         runs = args.naive_runs if kind == "naive" else args.runs
@@ -95,11 +95,12 @@ def table(rows: list[dict], load: tuple[float, float], args) -> str:
         for kind in BUILDS:
             r = row.get(kind)
             cells.append(f"{r['ms']:.2f} ms ({r['ms'] / r['ort_ms']:.2f}x)" if r else "n/a")
-        k = row["shipped"]["kernels"]
-        lines.append(f"| {row['model']} | {row['default']['ort_ms']:.2f} | {' | '.join(cells)} | "
-                     f"{k['tuned']}/{k['borrowed']}/{k['default']}/{k['naive']} | "
-                     f"{row['prepare_s'] + row['default']['compile_s']:.0f} |")
-    for kind in ("default", "shipped"):
+        last = row[args.builds[-1]]
+        k = last["kernels"]
+        lines.append(f"| {row['model']} | {last['ort_ms']:.2f} | {' | '.join(cells)} | "
+                     f"{k.get('tuned', 0)}/{k.get('borrowed', 0)}/{k.get('default', 0)}/"
+                     f"{k.get('naive', 0)} | {row['prepare_s'] + last['compile_s']:.0f} |")
+    for kind in (k for k in ("default", "shipped") if k in args.builds):
         values = [ratio(r, kind) for r in rows]
         lines.append(f"\nGeometric mean, {kind}: {geomean(values):.2f}x ONNX Runtime; worst "
                      f"{max(values):.2f}x ({max(rows, key=lambda r: ratio(r, kind))['model']})")
@@ -113,7 +114,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.4
-    for i, kind in enumerate(("default", "shipped")):
+    for i, kind in enumerate(k for k in ("default", "shipped") if k in rows[0]):
         xs = [j + (i - 0.5) * width for j in range(len(rows))]
         ax.bar(xs, [ratio(r, kind) for r in rows], width, label={"default": "default schedules only",
                "shipped": "as compiled (shipped logs)"}[kind])
@@ -133,9 +134,14 @@ def main() -> int:
     parser.add_argument("--target", default=None)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--naive-runs", type=int, default=3, help="0: skip the naive builds")
+    parser.add_argument("--builds", default=",".join(BUILDS),
+                        help=f"comma-separated, in this order: {', '.join(BUILDS)} (default: all)")
     add_output_args(parser)
     add_bench_args(parser)
     args = parser.parse_args()
+    args.builds = [b for b in BUILDS if b in args.builds.split(",")]
+    if not args.builds:
+        parser.error(f"--builds: some of {', '.join(BUILDS)}")
     out, work = output_dirs(args)
     names = args.models.split(",") if args.models else [a.name for a in list_models()]
     before = os.getloadavg()[0]

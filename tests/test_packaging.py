@@ -18,7 +18,8 @@ def test_wheel_carries_targets_and_logs_and_works_outside_the_checkout(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     for target in (ROOT / "targets").glob("*.json"):
         assert f"tvm_pipeline/shipped_targets/{target.name}" in names
-    for db in (ROOT / "tuned_logs").glob("*/database_*.json"):
+    for db in (*(ROOT / "tuned_logs").glob("*/database_*.json"),
+               *(ROOT / "tuned_logs").glob("*/cost_model.npz")):
         assert f"tvm_pipeline/shipped_logs/{db.parent.name}/{db.name}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare, tune
+from tvm_pipeline.models import MobileNetSpec, export_mobilenet
+from tvm_pipeline.tuning import costmodel
 from tvm_pipeline.tuning import database as db
 from tvm_pipeline.tuning.tune import TuneOptions
 
@@ -40,3 +43,29 @@ def test_cold_start_seeds_nothing(small_v2, tmp_path):
                                         warm_start=False))
     assert result.progress.started_from == "warm start: none (disabled (--cold))"
     assert sum(task.best_us is not None for task in result.progress.tasks) < len(result.progress.tasks) / 2
+
+
+def test_next_model_starts_from_borrowed_schedules_and_the_saved_cost_model(small_v2, tmp_path,
+                                                                          monkeypatch):
+    """A model nobody tuned, on a root where another model was tuned: its tasks are also seeded
+    with the nearest tuned kernel's schedule (checked, timed, recorded), and the search starts
+    from the cost model the first run saved."""
+    monkeypatch.setattr(costmodel, "MAX_SAMPLES", 10**6)     # every measurement is kept
+    logs = tmp_path / "logs"
+    first = prepare(small_v2)
+    tune(first, TuneOptions(max_trials=8, trials_per_iter=8, logs=str(logs), seed=0))
+    folder = logs / first.target.name
+    saved = costmodel.load([folder])
+    assert saved.samples >= 8 and saved.model.booster is not None
+    other = tmp_path / "v2_0.35_112.onnx"
+    export_mobilenet(MobileNetSpec("v2", 0.35, 112), other)
+    prepared = prepare(other)
+    second = tune(prepared, TuneOptions(max_trials=4, trials_per_iter=4, logs=str(logs), seed=0))
+    started = second.progress.started_from
+    assert f"cost model: trained on {saved.samples} measurements" in started
+    lent = int(re.search(r"(\d+) also with the nearest tuned kernel's", started).group(1))
+    assert lent >= len(second.progress.tasks) // 2
+    built = compile_model(prepared, tmp_path / "v2b.tvm",
+                          CompileOptions(logs=str(logs), shipped_logs=False))
+    assert built.validation.passed and not built.build.naive_kernels
+    assert costmodel.load([folder]).samples == saved.samples + second.trials   # all kept

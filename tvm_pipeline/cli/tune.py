@@ -46,7 +46,8 @@ def register(sub) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--cold", action="store_true",
                         help="no warm start: tasks without a record start from random samples "
-                             "instead of their measured default schedule (for comparisons)")
+                             "instead of their measured default and borrowed schedules, and the "
+                             "cost model starts untrained (stock MetaSchedule; for comparisons)")
     common.add_remote(parser, server=False)
     common.add_ndk(parser)
     common.add_json(parser)

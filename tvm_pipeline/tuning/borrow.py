@@ -74,8 +74,9 @@ def _adapted_tile(factors: list[int], extent: int) -> list[int]:
 
 
 def _replay(record, func, target):
-    """Replay ``record``'s trace on ``func`` with adapted tiles and the target's postprocessors;
-    None when it does not apply."""
+    """Replay ``record``'s trace on ``func`` with adapted tiles and the target's postprocessors
+    (the schedule's trace is then a valid tuning record's, postprocessors marked as such); None
+    when it does not apply."""
     mod = tvm.IRModule({"main": func})
     sch = s_tir.Schedule(mod)
 
@@ -89,16 +90,22 @@ def _replay(record, func, target):
         record.trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
         # MetaSchedule's postprocessors for the target kind, used uninitialized: the CPU ones read
         # nothing from a tuning context (a TuneContext would import every tensor intrinsic, ~45 s)
+        sch.enter_postproc()
         for postproc in ms.postproc.Postproc.create(target.kind.name):
             if not postproc.apply(sch):
                 return None
     except TVM_ERRORS:         # the borrowed trace does not fit this kernel
         raise_if_interrupted()
         return None
+    return sch
+
+
+def scheduled(sch) -> tvm.tirx.PrimFunc:
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
-def _tuned_workloads(databases: list) -> list[tuple[_Shape, object]]:
+def tuned_workloads(databases: list) -> list[tuple[_Shape, object]]:
+    """The best record of every workload of ``databases`` that can lend its schedule."""
     best: dict = {}
     for record in (r for d in databases for r in d.get_all_tuning_records()):
         mean = mean_run_seconds(record.run_secs)
@@ -124,19 +131,12 @@ def borrow_schedules(mod: tvm.IRModule, databases: list, target,
 
     pending = [(gv, f) for gv, f in mod.functions_items()
                if isinstance(f, tvm.tirx.PrimFunc) and not is_scheduled(f)]
-    tuned = _tuned_workloads(databases) if pending else []
+    tuned = tuned_workloads(databases) if pending else []
     replays = {}
     for gv, func in pending:
-        shape = _shape(func)
-        if shape is None:
-            continue
-        similar = sorted((c for c in tuned if c[0].signature == shape.signature),
-                         key=lambda c: _distance(c[0], shape))
-        for _, record in similar[:MAX_TRIES]:       # the nearest donor whose trace fits
-            scheduled = _replay(record, func, target)
-            if scheduled is not None:
-                replays[gv] = scheduled
-                break
+        sch = nearest_schedule(func, tuned, target)
+        if sch is not None:
+            replays[gv] = scheduled(sch)
     if spec is not None and replays:
         pairs = [(mod[gv], func) for gv, func in replays.items()]
         deviations = verify.checked_deviations(pairs, verify.check_target(spec, target))
@@ -144,6 +144,21 @@ def borrow_schedules(mod: tvm.IRModule, databases: list, target,
     for gv, func in replays.items():
         mod[gv] = func
     return mod, sorted(gv.name_hint for gv in replays)
+
+
+def nearest_schedule(func, tuned: list, target):
+    """``func`` scheduled with the trace of the nearest workload of ``tuned`` (see
+    :func:`tuned_workloads`) whose trace fits, as a schedule; None when none fits."""
+    shape = _shape(func)
+    if shape is None:
+        return None
+    similar = sorted((c for c in tuned if c[0].signature == shape.signature),
+                     key=lambda c: _distance(c[0], shape))
+    for _, record in similar[:MAX_TRIES]:
+        sch = _replay(record, func, target)
+        if sch is not None:
+            return sch
+    return None
 
 
 def is_scheduled(func) -> bool:

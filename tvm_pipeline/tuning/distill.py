@@ -10,6 +10,9 @@ build never reads, since it applies the best record of each workload. ``distill`
   run); a record that fails is dropped and the next one is tried;
 * keeps every workload line as is (records point at workloads by line number, so only the record
   file is rewritten, atomically: an interrupted distill leaves the old database);
+* merges the cost models saved with the merged databases into this one's (``costmodel.merge``:
+  their measurements together, re-trained), so tuning a new model on this target starts from all
+  of them;
 * adds the trials it drops to ``database_trials.json`` (workload hash -> trials not in the record
   file), so a later ``tune`` still counts them against ``--trials-per-task`` and does not re-tune a
   finished task.
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from . import costmodel
 from . import database as db
 from ..errors import TuningError
 from ..numbers import mean_run_seconds
@@ -41,13 +45,14 @@ class DistillResult:
     rejected: list[str] = field(default_factory=list)   # records dropped as wrong
     note: str | None = None             # why verification was skipped
     merged: int = 0                     # records appended from the merged databases
+    cost_samples: int = 0               # measurements in the merged cost model (0: not merged)
 
     def to_dict(self) -> dict:
         return {"database": str(self.folder), "workloads": self.workloads,
                 "records_before": self.records_before, "records_after": self.records_after,
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "verified": self.verified, "rejected": self.rejected, "note": self.note,
-                "merged": self.merged}
+                "merged": self.merged, "cost_model_samples": self.cost_samples}
 
 
 def _mean(record_json) -> float | None:
@@ -96,6 +101,7 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
     """``distill`` with the database folder locked."""
     workload_path, record_path = folder / db.WORKLOAD_FILE, folder / db.RECORD_FILE
     merged = db.merge(folder, merge) if merge else 0
+    cost_samples = costmodel.merge(folder, list(merge)) if merge else 0
     if not workload_path.exists():
         raise _no_database(folder, spec)
     db.repair(folder)
@@ -132,4 +138,4 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
     db.write_trials(folder, trials)
     return DistillResult(folder, len(workloads), len(lines), len(kept_lines), bytes_before,
                          workload_path.stat().st_size + record_path.stat().st_size, verified,
-                         rejected, note, merged)
+                         rejected, note, merged, cost_samples)

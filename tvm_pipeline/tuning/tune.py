@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from . import costmodel
 from . import database as db
 from . import measure
 from .warmstart import WarmStart, seed_defaults
@@ -60,6 +61,7 @@ SEARCH_PRESETS = {"default": SearchOptions(), "fast": SearchOptions(population=2
 class TuneOptions:
     max_trials: int = 2000              # trials measured by this run (all tasks together)
     warm_start: bool = True             # seed untuned tasks with their measured default schedule
+                                        # and start from the saved cost model (costmodel)
     trials_per_task: int = 64           # per-task budget, records already in the database included
     trials_per_iter: int = 64           # candidates per measured batch
     time_budget_s: float | None = None  # stop after the batch that crosses this wall-clock budget
@@ -301,8 +303,11 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     records_before = db.count_records(folder)
     extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
     intrinsics.register_for(target.kind.name, prepared.target.arch)
-    warm = (seed_defaults(database, extracted, prepared.target, target) if options.warm_start
-            else WarmStart(why_none="disabled (--cold)"))
+    others = [d for d in db.database_dirs(prepared.target.name, options.logs)
+              if d != folder.resolve()]
+    warm = (seed_defaults(database, extracted, prepared.target, target,
+                          [database, *map(db.open_json_database, others)])
+            if options.warm_start else WarmStart(why_none="disabled (--cold)"))
     states, todo = [], []
     counts = _records_per_workload(database, folder)
     for task in extracted:
@@ -313,8 +318,10 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
             todo.append(task)
     remaining = [options.trials_per_task - s.trials_before for s in states]
     budget = min(options.max_trials, sum(remaining))   # what this run can actually measure
+    model = costmodel.load([folder, *others]) if options.warm_start else None
+    started = warm.summary({t.task_name: int(t.weight) for t in extracted})
     progress = TuneProgress(states, 0, 0.0, budget, options.trials_per_task,
-                            warm.summary({t.task_name: int(t.weight) for t in extracted}))
+                            started + ("\n" + model.summary() if model is not None else ""))
     if not todo:
         return TuneResult(folder, progress, "nothing-to-do", records_before, records_before)
     per_task = max(remaining)
@@ -346,6 +353,7 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     if report:
         report(progress)                # trials 0: what the search starts from
     stopped_by = "budget"
+    cost_model = model.model if model is not None else costmodel.new_model()
     try:
         with _StopOnInterrupt(callback):
             ms.tune_tasks(
@@ -354,7 +362,7 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
                 num_trials_per_iter=options.trials_per_iter, database=database,
                 builder=where.builder, runner=where.runner,
                 measure_callbacks=_callbacks(callback, where.watch),
-                task_scheduler=scheduler,
+                task_scheduler=scheduler, cost_model=cost_model,
             )
     except TVM_ERRORS as err:  # a TVM error surfaced through the FFI (a second Ctrl-C lands here too)
         if where.watch is not None and where.watch.error is not None:
@@ -366,6 +374,10 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
                                    f"{work_dir}.") from err
     finally:
         where.close()
+        if model is not None:
+            costmodel.save(cost_model, folder)
+        else:
+            costmodel.add_to(folder, cost_model)
     if callback.interrupted:
         stopped_by = "interrupt"
     if callback.time_up and stopped_by == "budget":
