@@ -92,8 +92,7 @@ def _union(paths: list[Path], problems: list[str]) -> Loaded:
         for group in groups:
             _add(data, group)
         sources.append(path)
-    model.data = data
-    model.data_size = sum(len(g.costs) for g in data.values())
+    _set_data(model, data)
     model.booster = booster if model.data_size else None
     return Loaded(model, model.data_size, len(data), tuple(sources), tuple(problems))
 
@@ -141,7 +140,7 @@ def add_to(folder: Path, model: XGBModel) -> int:
     loaded = _union(_files([folder]), [])
     for group in model.data.values():
         _add(loaded.model.data, group)
-    loaded.model.data_size = sum(len(g.costs) for g in loaded.model.data.values())
+    _set_data(loaded.model, loaded.model.data)
     if loaded.model.booster is None:
         loaded.model.booster = model.booster
     return save(loaded.model, folder)
@@ -208,6 +207,12 @@ def _booster(raw: bytes, path: Path, problems: list[str]):
         problems.append(f"{path} (its booster: {str(err).splitlines()[0]})")
         return None
     return booster
+
+
+def _set_data(model: XGBModel, data: OrderedDict) -> None:
+    """Give ``model`` the measurements ``data`` (MetaSchedule keeps their count beside them)."""
+    model.data = data
+    model.data_size = sum(len(g.costs) for g in data.values())
 
 
 def _add(data: OrderedDict, group: FeatureGroup) -> None:

@@ -306,7 +306,7 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     others = [d for d in db.database_dirs(prepared.target.name, options.logs)
               if d != folder.resolve()]
     warm = (seed_defaults(database, extracted, prepared.target, target,
-                          [database, *map(db.open_json_database, others)])
+                          lambda: [database, *map(db.open_json_database, others)])
             if options.warm_start else WarmStart(why_none="disabled (--cold)"))
     states, todo = [], []
     counts = _records_per_workload(database, folder)

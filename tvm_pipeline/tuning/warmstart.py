@@ -19,6 +19,7 @@ start (share of the model = weight x time). The cost model's own warm start is `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from tvm.s_tir import meta_schedule as ms
 
@@ -62,9 +63,10 @@ class _Seed:
     borrowed: bool
 
 
-def seed_defaults(database, tasks: list, spec, target, donors: list = ()) -> WarmStart:
+def seed_defaults(database, tasks: list, spec, target,
+                  donors: Callable[[], list] = list) -> WarmStart:
     """Commit measured seed records (default schedule; nearest tuned kernel's schedule from the
-    databases ``donors``) for every task of ``tasks`` (MetaSchedule's extracted tasks) that has no
+    databases ``donors()`` returns, called only if some task needs a seed) for every task of ``tasks`` (MetaSchedule's extracted tasks) that has no
     record in ``database``. Targets this machine cannot run start cold."""
     if not spec.runs_on_host:
         return WarmStart(why_none=f"{spec.name} does not run here, so defaults cannot be timed")
@@ -95,14 +97,17 @@ def seed_defaults(database, tasks: list, spec, target, donors: list = ()) -> War
     return result
 
 
+def _has_record(database, mod) -> bool:
+    return database.has_workload(mod) and bool(database.get_top_k(database.commit_workload(mod), 1))
+
+
 def _seeds(database, tasks: list, params, target, donors, result: WarmStart) -> list[_Seed]:
     """The default and borrowed schedules of the tasks without a record."""
-    tuned = tuned_workloads(list(donors))
+    pending = [t for t in tasks if not _has_record(database, t.dispatched[0])]
+    tuned = tuned_workloads(donors()) if pending else []    # donors are opened only when needed
     seeds = []
-    for task in tasks:
+    for task in pending:
         mod = task.dispatched[0]
-        if database.has_workload(mod) and database.get_top_k(database.commit_workload(mod), 1):
-            continue
         try:
             sketched = default_schedule(mod["main"], target, params)
             seeds.append(_Seed(task, sketched.func, sketched.trace, False))
