@@ -21,7 +21,7 @@ import tvm
 from tvm import relax
 
 from ..target import intrinsics
-from . import layout, texture
+from . import fold, layout, texture
 
 
 def is_gpu(target: tvm.target.Target) -> bool:
@@ -38,7 +38,7 @@ def _common_lowering(target: tvm.target.Target, before: list = (), after: list =
         *before,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
+        *fold.passes(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),

@@ -31,6 +31,8 @@ import tvm_ffi
 from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from . import fold
+
 _CALL_TIR = "relax.call_tir"
 _CLIP = "relax.clip"
 _CONV2D = "relax.nn.conv2d"
@@ -169,7 +171,7 @@ def channels_last_passes(dot_tile: int | None = None) -> list:
     return [
         clip_to_ops,
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
-        relax.transform.FoldConstant(),
+        *fold.passes(),
         *([dot_product_convs(dot_tile)] if dot_tile else []),
     ]
 
@@ -181,5 +183,5 @@ def mark_weights_passes() -> list:
 
 def pack_weights_passes() -> list:
     """After the database is applied: run the weight packing on the constants at compile time."""
-    return [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
+    return [relax.transform.SplitLayoutRewritePreproc(), *fold.passes(),
             relax.transform.DeadCodeElimination()]

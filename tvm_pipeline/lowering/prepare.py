@@ -7,7 +7,8 @@ the tuner measured are exactly the kernels the builder looks up in the database:
     -> FoldBatchnormToConv2D -> DecomposeOpsForInference
     -> FoldConstant -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR
 
-(the lowering after FoldConstant is chosen by the target's keys, see ``backends``)
+(the lowering after FoldConstant is chosen by the target's keys, see ``backends``; each
+FoldConstant first evaluates what it would fold in one batch, see ``fold``)
 
 Binding weights as constants and folding BatchNorm keeps Clip/BN statistics out of the runtime
 arguments (MetaSchedule's search space breaks on them) and lets each conv + bias + activation
@@ -24,7 +25,7 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
-from . import backends
+from . import backends, fold
 from .integer import IntegerReport, integerize
 from ..target import intrinsics
 from ..target.capabilities import check_target
@@ -98,7 +99,7 @@ def fusion_passes(target: tvm.target.Target) -> list:
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
-        relax.transform.FoldConstant(),
+        *fold.passes(),
         *backends.lowering_passes(target),
     ]
 
@@ -115,12 +116,18 @@ def list_kernels(mod: tvm.IRModule) -> list[Kernel]:
             if isinstance(func, tvm.tirx.PrimFunc)]
 
 
+def imported(loaded: LoadedModel, target: tvm.target.Target) -> tuple[tvm.IRModule, IntegerReport]:
+    """The model in Relax, before fusion (quantized layers rewritten as integer operators for
+    ``target``)."""
+    dot = intrinsics.int8_dot_product(target)
+    return integerize(_relax_import(loaded), intrinsics.DOT_PRODUCT_ACTIVATIONS.get(dot))
+
+
 def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
     """Import the loaded model into Relax and fuse it into kernels for ``target``."""
     check_target(target)
     tvm_target = target.to_tvm()
-    dot = intrinsics.int8_dot_product(tvm_target)
-    mod, integer = integerize(_relax_import(loaded), intrinsics.DOT_PRODUCT_ACTIVATIONS.get(dot))
+    mod, integer = imported(loaded, tvm_target)
     try:
         with tvm_target, tvm.transform.PassContext(opt_level=3):
             mod = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
