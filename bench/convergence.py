@@ -2,7 +2,8 @@
 """Benchmark: tuning convergence on a model the shipped logs do not cover. Latency of the whole
 model vs tuning wall time, warm (what ``tune`` does) against cold (stock MetaSchedule's start).
 
-    .venv/bin/python bench/convergence.py [--arch mnasnet1_0] [--minutes 10] [--modes warm,cold]
+    .venv/bin/python bench/convergence.py [--arch mnasnet1_0] [--minutes 10 | warm=30,cold=10]
+        [--modes warm,cold]
         [--checkpoints 2,5,10] [--runs 50] [--isolate] [--resume] [--out bench/results]
 
 ``--arch`` is a corpus name (``tvm-pipeline models list``; v1/v2 for MobileNet V1/V2) at 224 px;
@@ -17,7 +18,7 @@ For each mode, from an empty tuning-log root of its own (WORK/convergence-ARCH-M
 * ``cold``: ``tune --cold`` (no seeds, untrained cost model: stock MetaSchedule's start), built from
   the records so far only (others default schedules: the shipped logs left out).
 
-Tuning runs ``--minutes`` of wall time per mode, start-up (import, seeding) included; after every
+Tuning runs ``--minutes`` of wall time per mode (one number, or MODE=MINUTES pairs), start-up (import, seeding) included; after every
 measured batch the wall time and the records held are noted. Each checkpoint is then built from
 the records written by then (a prefix of the record file), validated against ONNX Runtime, and
 timed against it in the same run. Writes OUT/convergence-ARCH-TARGET.md (table), .json and .png.
@@ -72,8 +73,8 @@ def export(arch: str, work: Path) -> Path:
     return path
 
 
-def tune_mode(prepared, mode: str, root: Path, args) -> dict:
-    """Tune from an empty root for ``args.minutes``; the timeline of (seconds, records)."""
+def tune_mode(prepared, mode: str, root: Path, minutes: float, args) -> dict:
+    """Tune from an empty root for ``minutes``; the timeline of (seconds, records)."""
     shutil.rmtree(root, ignore_errors=True)
     folder = root / prepared.target.name
     timeline: list[tuple[float, int]] = [(0.0, 0)]
@@ -86,12 +87,12 @@ def tune_mode(prepared, mode: str, root: Path, args) -> dict:
               file=sys.stderr, flush=True)
 
     options = tp.TuneOptions(max_trials=100000, trials_per_task=args.trials_per_task,
-                             time_budget_s=args.minutes * 60, logs=str(root),
+                             time_budget_s=minutes * 60, logs=str(root),
                              search=_fast_search(), warm_start=mode == "warm", seed=args.seed)
     result = tp.tune(prepared, options, report)
     wall = time.perf_counter() - start
     timeline.append((wall, db.count_records(folder)))
-    return {"timeline": timeline, "tune": result.to_dict(), "wall_s": wall,
+    return {"timeline": timeline, "tune": result.to_dict(), "wall_s": wall, "minutes": minutes,
             "started_from": result.progress.started_from}
 
 
@@ -146,7 +147,8 @@ def plot(rows: list[dict], ort_ms: float, title: str, path: Path) -> None:
 
 
 def table(rows: list[dict], runs: dict, args, name: str, target: str) -> str:
-    lines = [f"{name} on {target}, tuned for up to {args.minutes:g} min per mode from an empty root; "
+    budgets = ", ".join(f"{mode} {run.get('minutes', 0):g}" for mode, run in runs.items())
+    lines = [f"{name} on {target}, tuned from an empty root for up to ({budgets}) min; "
              f"median of {args.runs} runs per build, ONNX Runtime timed in the same run; "
              f"{time.strftime('%Y-%m-%d %H:%M')}", ""]
     for mode, run in runs.items():
@@ -175,7 +177,8 @@ def main() -> int:
     parser.add_argument("--arch", default="mnasnet1_0")
     parser.add_argument("--target", default=None)
     parser.add_argument("--modes", default="warm,cold")
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", default="10",
+                        help="tuning wall time per mode: one number, or pairs as warm=30,cold=10")
     parser.add_argument("--trials-per-task", type=int, default=2000)
     parser.add_argument("--checkpoints", default="2,5,10",
                         help="minutes of wall time at which the model is built and timed")
@@ -189,6 +192,9 @@ def main() -> int:
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes: a comma-separated list of {', '.join(MODES)}")
+    minutes = minutes_per_mode(args.minutes, modes)
+    if minutes is None:
+        parser.error("--minutes: a number of minutes, or MODE=MINUTES for every mode of --modes")
     out, work = output_dirs(args)
     onnx_path = export(args.arch, work)
     prepared = tp.prepare(onnx_path, args.target)
@@ -200,7 +206,7 @@ def main() -> int:
         if args.resume:
             runs[mode] = json.loads(saved.read_text())
         else:
-            runs[mode] = tune_mode(prepared, mode, root, args)
+            runs[mode] = tune_mode(prepared, mode, root, minutes[mode], args)
             saved.write_text(json.dumps(runs[mode]) + "\n")
     for mode in modes:      # builds after all tuning: no build shares the cores with a tuning run
         rows += build_rows(prepared, mode, work / f"{name}-{mode}-logs", runs[mode], args, work)
@@ -209,6 +215,17 @@ def main() -> int:
     write_results(out, name, table(rows, runs, args, onnx_path.stem, prepared.target.name),
                   {"rows": rows, "runs": runs})
     return 0
+
+
+def minutes_per_mode(text: str, modes: list[str]) -> dict[str, float] | None:
+    """``--minutes``: "10" for every mode, or "warm=30,cold=10"; None when it does not parse."""
+    try:
+        if "=" not in text:
+            return dict.fromkeys(modes, float(text))
+        pairs = {k.strip(): float(v) for k, v in (p.split("=") for p in text.split(","))}
+    except ValueError:
+        return None
+    return {m: pairs[m] for m in modes} if all(m in pairs for m in modes) else None
 
 
 def _fast_search():

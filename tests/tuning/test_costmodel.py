@@ -65,10 +65,13 @@ def test_damaged_file_is_ignored_with_a_note_and_the_next_one_is_used(tmp_path):
 
 
 def test_merge_unites_measurements_and_retrains(tmp_path):
-    into, other = tmp_path / "into", tmp_path / "other"
+    into, other, bad = tmp_path / "into", tmp_path / "other", tmp_path / "bad"
     costmodel.save(_trained({"a": 30}), into)
     costmodel.save(_trained({"a": 20, "b": 25}, seed=1), other)
-    assert costmodel.merge(into, [other]) == 75
+    bad.mkdir()
+    (bad / costmodel.FILE).write_bytes(b"cut short")
+    samples, ignored = costmodel.merge(into, [other, bad])
+    assert samples == 75 and len(ignored) == 1 and str(bad / costmodel.FILE) in ignored[0]
     loaded = costmodel.load([into])
     assert {k: len(g.costs) for k, g in loaded.model.data.items()} == {"a": 50, "b": 25}
     assert loaded.model.booster is not None and loaded.model.last_train_size == 0

@@ -9,7 +9,7 @@ from tvm_pipeline.api import CompileOptions, compile as compile_model, prepare, 
 from tvm_pipeline.models import MobileNetSpec, export_mobilenet
 from tvm_pipeline.tuning import costmodel
 from tvm_pipeline.tuning import database as db
-from tvm_pipeline.tuning.tune import TuneOptions
+from tvm_pipeline.tuning.tune import TaskState, TuneOptions
 
 
 def test_warm_start_seeds_every_task_and_its_records_build_a_valid_model(small_v2, tmp_path):
@@ -23,6 +23,10 @@ def test_warm_start_seeds_every_task_and_its_records_build_a_valid_model(small_v
     assert shown and shown[0] == 0                  # reported before the first batch
     # every task had a measured time before any search: its default's
     assert all(task.best_us is not None for task in result.progress.tasks)
+    # and, where the shipped logs have a tuned kernel of its structure, a time to expect
+    assert "first tuned (share of the time x expected speed-up): " in started
+    attainable = [t.attainable_us for t in result.progress.tasks if t.attainable_us is not None]
+    assert len(attainable) >= len(result.progress.tasks) // 2 and min(attainable) > 0
     folder = logs / prepared.target.name
     records = [json.loads(line) for line in (folder / db.RECORD_FILE).read_text().splitlines()]
     workloads = {r[0] for r in records}
@@ -35,6 +39,16 @@ def test_warm_start_seeds_every_task_and_its_records_build_a_valid_model(small_v
     assert len(built.build.tuned_kernels) + len(built.build.default_kernels) == \
         built.build.kernels_total and not built.build.naive_kernels
     assert len(built.build.tuned_kernels) >= len(result.progress.tasks) - 2
+
+
+def test_tasks_are_taken_by_share_of_time_times_expected_speedup():
+    near_limit = TaskState("near", 1, 0, best_us=100.0, attainable_us=95.0)   # speed-up 1.1 (floor)
+    far = TaskState("far", 1, 0, best_us=60.0, attainable_us=15.0)            # 4x
+    unknown = TaskState("unknown", 2, 0, best_us=20.0)                        # the prior, 2x
+    unmeasured = TaskState("unmeasured", 1, 0)
+    order = sorted([near_limit, far, unknown, unmeasured], key=lambda t: -t.expected_gain_us)
+    assert [t.name for t in order] == ["unmeasured", "far", "unknown", "near"]
+    assert far.expected_gain_us == 45.0 and unknown.expected_gain_us == 20.0
 
 
 def test_cold_start_seeds_nothing(small_v2, tmp_path):

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"merged {result.merged} records from {', '.join(args.merge)}")
     if result.cost_samples:
         print(f"merged their cost models: {result.cost_samples} measurements kept, re-trained")
+    for problem in result.cost_ignored:
+        print(f"note: ignored the unreadable cost model {problem}")
     print(f"{result.folder}: {result.records_before} -> {result.records_after} records over "
           f"{result.workloads} kernels, {result.bytes_before / mb:.1f} MB -> "
           f"{result.bytes_after / mb:.1f} MB; {result.verified} kept records verified against the "

@@ -24,7 +24,7 @@ from tvm import relax
 
 from ..errors import TVM_ERRORS, raise_if_interrupted, ToolchainError
 from ..lowering import backends
-from ..lowering.prepare import PreparedModule, list_kernels
+from ..lowering.prepare import PreparedModule, kernel_flops, list_kernels
 from ..target.toolchains import Toolchain
 from ..tuning import borrow, database as db
 from .defaults import DefaultsResult, apply_defaults, race
@@ -261,19 +261,9 @@ def _packed_name(name: str, names: set[str]) -> str:
 
 def _work(mod: tvm.IRModule) -> dict[str, float]:
     """Kernel -> floating-point operations x calls from main (the unscheduled loop nests)."""
-    from tvm.s_tir.analysis import estimate_tir_flops  # pylint: disable=import-outside-toplevel
-
     calls = {k.name: k.calls for k in list_kernels(mod)}
-    work = {}
-    for gv, func in mod.functions_items():
-        if isinstance(func, tvm.tirx.PrimFunc):
-            try:
-                flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
-            except TVM_ERRORS:      # no estimate for this loop nest: counts as no work
-                raise_if_interrupted()
-                flops = 0.0
-            work[gv.name_hint] = flops * calls.get(gv.name_hint, 1)
-    return work
+    return {gv.name_hint: kernel_flops(func) * calls.get(gv.name_hint, 1)
+            for gv, func in mod.functions_items() if isinstance(func, tvm.tirx.PrimFunc)}
 
 
 def _tail(text: str, limit: int = 800) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import onnx
 import tvm
+from tvm.s_tir.analysis import estimate_tir_flops
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
@@ -114,6 +115,15 @@ def list_kernels(mod: tvm.IRModule) -> list[Kernel]:
     relax.analysis.post_order_visit(mod["main"], visit)
     return [Kernel(gv.name_hint, calls[gv.name_hint]) for gv, func in mod.functions_items()
             if isinstance(func, tvm.tirx.PrimFunc)]
+
+
+def kernel_flops(func: tvm.tirx.PrimFunc) -> float:
+    """Floating-point operations of one call of the kernel ``func`` (0 without an estimate)."""
+    try:
+        return float(estimate_tir_flops(tvm.IRModule({"main": func})))
+    except TVM_ERRORS:      # no estimate for this loop nest
+        raise_if_interrupted()
+        return 0.0
 
 
 def imported(loaded: LoadedModel, target: tvm.target.Target) -> tuple[tvm.IRModule, IntegerReport]:

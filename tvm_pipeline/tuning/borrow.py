@@ -30,6 +30,7 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TVM_ERRORS, raise_if_interrupted
+from ..lowering.prepare import kernel_flops
 from ..numbers import mean_run_seconds
 
 _DIGITS = re.compile(r"\d+")
@@ -146,15 +147,31 @@ def borrow_schedules(mod: tvm.IRModule, databases: list, target,
     return mod, sorted(gv.name_hint for gv in replays)
 
 
+def _similar(func, tuned: list) -> list:
+    """The workloads of ``tuned`` with ``func``'s structure, nearest first."""
+    shape = _shape(func)
+    if shape is None:
+        return []
+    return sorted((c for c in tuned if c[0].signature == shape.signature),
+                  key=lambda c: _distance(c[0], shape))
+
+
+def attainable_seconds(func, tuned: list) -> float | None:
+    """Seconds per call of ``func`` at the arithmetic rate (FLOP/s) that the nearest tuned
+    workload of the same structure reached; None without one (or without a FLOP count)."""
+    similar = _similar(func, tuned)
+    if not similar:
+        return None
+    record = similar[0][1]
+    donor, mine = kernel_flops(record.workload.mod["main"]), kernel_flops(func)
+    seconds = mean_run_seconds(record.run_secs)
+    return mine * seconds / donor if donor and mine and seconds else None
+
+
 def nearest_schedule(func, tuned: list, target):
     """``func`` scheduled with the trace of the nearest workload of ``tuned`` (see
     :func:`tuned_workloads`) whose trace fits, as a schedule; None when none fits."""
-    shape = _shape(func)
-    if shape is None:
-        return None
-    similar = sorted((c for c in tuned if c[0].signature == shape.signature),
-                     key=lambda c: _distance(c[0], shape))
-    for _, record in similar[:MAX_TRIES]:
+    for _, record in _similar(func, tuned)[:MAX_TRIES]:
         sch = _replay(record, func, target)
         if sch is not None:
             return sch

@@ -124,14 +124,15 @@ def save(model: XGBModel, folder: Path) -> int:
     return len(costs)
 
 
-def merge(into: Path, sources: list[Path]) -> int:
+def merge(into: Path, sources: list[Path]) -> tuple[int, tuple[str, ...]]:
     """Merge the saved models of ``sources`` into ``into``'s (the measurements of all, re-trained
-    on them); returns the measurements saved."""
-    loaded = _union(_files([into, *sources]), [])
+    on them); returns the measurements saved and the files that could not be read, and why."""
+    problems: list[str] = []
+    loaded = _union(_files([into, *sources]), problems)
     if not loaded.samples:
-        return 0
+        return 0, tuple(problems)
     retrain(loaded.model)
-    return save(loaded.model, into)
+    return save(loaded.model, into), tuple(problems)
 
 
 def add_to(folder: Path, model: XGBModel) -> int:

@@ -46,13 +46,15 @@ class DistillResult:
     note: str | None = None             # why verification was skipped
     merged: int = 0                     # records appended from the merged databases
     cost_samples: int = 0               # measurements in the merged cost model (0: not merged)
+    cost_ignored: tuple[str, ...] = ()  # cost-model files that could not be read, and why
 
     def to_dict(self) -> dict:
         return {"database": str(self.folder), "workloads": self.workloads,
                 "records_before": self.records_before, "records_after": self.records_after,
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "verified": self.verified, "rejected": self.rejected, "note": self.note,
-                "merged": self.merged, "cost_model_samples": self.cost_samples}
+                "merged": self.merged, "cost_model_samples": self.cost_samples,
+                "cost_model_ignored": list(self.cost_ignored)}
 
 
 def _mean(record_json) -> float | None:
@@ -101,7 +103,7 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
     """``distill`` with the database folder locked."""
     workload_path, record_path = folder / db.WORKLOAD_FILE, folder / db.RECORD_FILE
     merged = db.merge(folder, merge) if merge else 0
-    cost_samples = costmodel.merge(folder, list(merge)) if merge else 0
+    cost_samples, cost_ignored = costmodel.merge(folder, list(merge)) if merge else (0, ())
     if not workload_path.exists():
         raise _no_database(folder, spec)
     db.repair(folder)
@@ -138,4 +140,4 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
     db.write_trials(folder, trials)
     return DistillResult(folder, len(workloads), len(lines), len(kept_lines), bytes_before,
                          workload_path.stat().st_size + record_path.stat().st_size, verified,
-                         rejected, note, merged, cost_samples)
+                         rejected, note, merged, cost_samples, cost_ignored)

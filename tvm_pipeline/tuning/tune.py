@@ -55,6 +55,8 @@ class SearchOptions:
 
 
 SEARCH_PRESETS = {"default": SearchOptions(), "fast": SearchOptions(population=256, genetic_iters=2)}
+PRIOR_SPEEDUP = 2.0           # expected of a kernel no tuned kernel of its structure tells about
+SPEEDUP_RANGE = (1.1, 4.0)    # expected speed-ups are clipped to this (a nearest kernel can be far)
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,28 @@ class TaskState:
     best_us: float | None = None        # best measured mean latency of one call, microseconds
     history: list = field(default_factory=list)   # best_us after each measured batch
     exhausted: bool = False             # the search space has no unmeasured candidate left
+    attainable_us: float | None = None  # at the FLOP rate of the nearest tuned kernel (warm start)
 
     @property
     def total_trials(self) -> int:
         return self.trials_before + self.trials
+
+    @property
+    def expected_speedup(self) -> float:
+        """What tuning can expect to gain on this kernel: best time / attainable time (within
+        ``SPEEDUP_RANGE``), ``PRIOR_SPEEDUP`` when either is unknown."""
+        if self.best_us is None or not self.attainable_us:
+            return PRIOR_SPEEDUP
+        low, high = SPEEDUP_RANGE
+        return min(high, max(low, self.best_us / self.attainable_us))
+
+    @property
+    def expected_gain_us(self) -> float:
+        """Microseconds per model run that tuning this kernel is expected to save (unmeasured
+        kernels first: infinite)."""
+        if self.best_us is None:
+            return float("inf")
+        return self.weight * self.best_us * (1 - 1 / self.expected_speedup)
 
 
 @dataclass
@@ -202,19 +222,16 @@ class _SequentialGradientScheduler(ms.task_scheduler.PyTaskScheduler):
         alive = [i for i, t in enumerate(tasks) if not t.is_terminated]
         if not alive:
             return -1
-        # first one batch per task, by expected gain: the largest share of the model's time first
-        # (weight x best known time; tasks with no time at all before those)
-        fresh = sorted((i for i in alive if i not in self.visited), key=self._share, reverse=True)
+        # first one batch per task, by expected gain (share of the model's time x expected
+        # speed-up; tasks with no time at all before those), then by gradient
+        fresh = sorted((i for i in alive if i not in self.visited),
+                       key=lambda i: self.progress.tasks[i].expected_gain_us, reverse=True)
         choice = fresh[0] if fresh else self._by_gradient(alive)
         self.visited.add(choice)
         self.last = choice
         if self.on_task is not None:
             self.on_task(choice)
         return choice
-
-    def _share(self, i: int) -> float:
-        state = self.progress.tasks[i]
-        return float("inf") if state.best_us is None else state.weight * state.best_us
 
     def _by_gradient(self, alive: list[int], window: int = 3, alpha: float = 0.2) -> int:
         scores = []
@@ -312,14 +329,16 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     counts = _records_per_workload(database, folder)
     for task in extracted:
         done, best = _existing(database, task.dispatched[0], counts)
-        state = TaskState(task.task_name, int(task.weight), done, best_us=best)
+        attainable = warm.attainable.get(task.task_name)
+        state = TaskState(task.task_name, int(task.weight), done, best_us=best,
+                          attainable_us=None if attainable is None else 1e6 * attainable)
         if done < options.trials_per_task:
             states.append(state)
             todo.append(task)
     remaining = [options.trials_per_task - s.trials_before for s in states]
     budget = min(options.max_trials, sum(remaining))   # what this run can actually measure
     model = costmodel.load([folder, *others]) if options.warm_start else None
-    started = warm.summary({t.task_name: int(t.weight) for t in extracted})
+    started = warm.summary({t.task_name: int(t.weight) for t in extracted}) + _first_tuned(states)
     progress = TuneProgress(states, 0, 0.0, budget, options.trials_per_task,
                             started + ("\n" + model.summary() if model is not None else ""))
     if not todo:
@@ -354,6 +373,7 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
         report(progress)                # trials 0: what the search starts from
     stopped_by = "budget"
     cost_model = model.model if model is not None else costmodel.new_model()
+    finished = False
     try:
         with _StopOnInterrupt(callback):
             ms.tune_tasks(
@@ -364,6 +384,7 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
                 measure_callbacks=_callbacks(callback, where.watch),
                 task_scheduler=scheduler, cost_model=cost_model,
             )
+        finished = True
     except TVM_ERRORS as err:  # a TVM error surfaced through the FFI (a second Ctrl-C lands here too)
         if where.watch is not None and where.watch.error is not None:
             raise where.watch.error from None
@@ -372,12 +393,10 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
                               f"{str(err).strip()[-800:] or 'no message'}",
                               hint=f"Records measured so far are kept in {folder}; logs are in "
                                    f"{work_dir}.") from err
+        finished = True          # interrupted: a clean stop
     finally:
         where.close()
-        if model is not None:
-            costmodel.save(cost_model, folder)
-        else:
-            costmodel.add_to(folder, cost_model)
+        _save_cost_model(cost_model, folder, model is None, raise_errors=finished)
     if callback.interrupted:
         stopped_by = "interrupt"
     if callback.time_up and stopped_by == "budget":
@@ -386,6 +405,36 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     guard = where.guard
     return TuneResult(folder, progress, stopped_by, records_before, db.count_records(folder),
                       guard.checked if guard else 0, list(guard.rejected) if guard else [])
+
+
+def _save_cost_model(model, folder: Path, cold: bool, raise_errors: bool) -> None:
+    """Save the cost model with the database (``--cold``: add its measurements to the saved ones).
+    When tuning is ending on an error, a failed save is only reported: it must not hide that
+    error."""
+    try:
+        if cold:
+            costmodel.add_to(folder, model)
+        else:
+            costmodel.save(model, folder)
+    except OSError as err:
+        if raise_errors:
+            raise TuningError(f"Could not save the cost model into {folder}: {err.strerror or err}.",
+                              hint="The tuning records are saved; free space or fix the "
+                                   "folder's permissions, then tune again to save it.") from err
+        sys.stderr.write(f"note: the cost model was not saved into {folder} ({err})\n")
+
+
+def _first_tuned(states: list[TaskState], count: int = 3) -> str:
+    """The kernels the search takes first (largest expected gain), with their share of the model's
+    time and expected speed-up."""
+    known = [t for t in states if t.best_us is not None]
+    if not known:
+        return ""
+    total = sum(t.weight * t.best_us for t in known)
+    top = sorted(known, key=lambda t: -t.expected_gain_us)[:count]
+    return ("; first tuned (share of the time x expected speed-up): "
+            + ", ".join(f"{t.name} ({100 * t.weight * t.best_us / total:.0f}% x "
+                        f"{t.expected_speedup:.1f})" for t in top))
 
 
 def _callbacks(progress: _ProgressCallback, watch=None) -> list:

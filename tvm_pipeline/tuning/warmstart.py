@@ -13,7 +13,9 @@ record:
   shipped logs and the user's root), its tiles adapted (``borrow``): what ``compile`` would borrow.
 
 The search mutates from the better of them, and the task ordering knows each task's time from the
-start (share of the model = weight x time). The cost model's own warm start is ``costmodel``.
+start (share of the model = weight x time) and what it can expect to gain: the time the kernel would
+take at the FLOP rate the nearest tuned kernel of its structure reached (``attainable``; see
+``tune``'s task order). The cost model's own warm start is ``costmodel``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Callable
 from tvm.s_tir import meta_schedule as ms
 
 from . import verify
-from .borrow import nearest_schedule, scheduled, tuned_workloads
+from .borrow import attainable_seconds, nearest_schedule, scheduled, tuned_workloads
 from ..lowering.schedules import SketchError, cpu_params, default_schedule
 
 
@@ -33,6 +35,8 @@ class WarmStart:
     seeded: dict[str, float] = field(default_factory=dict)   # task -> best seed's seconds per call
     borrowed: set[str] = field(default_factory=set)          # tasks whose best seed is borrowed
     lent: int = 0                                            # borrowed seeds committed
+    # task -> seconds per call at the FLOP rate the nearest tuned kernel of its structure reached
+    attainable: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)    # task -> why it starts cold
     why_none: str | None = None                              # why nothing was seeded at all
 
@@ -41,15 +45,12 @@ class WarmStart:
             return f"warm start: none ({self.why_none})"
         if not self.seeded and not self.skipped:
             return "warm start: not needed (every task has records)"
-        total = sum(weights.get(t, 1) * s for t, s in self.seeded.items()) or 1.0
-        top = sorted(self.seeded, key=lambda t: -weights.get(t, 1) * self.seeded[t])[:3]
         text = (f"warm start: {len(self.seeded)} task(s) seeded with their checked default "
                 f"schedule, {self.lent} also with the nearest tuned kernel's (faster for "
-                f"{len(self.borrowed)}), measured here ({1e3 * total:.2f} ms per run with the "
-                "faster of each)")
-        if top:
-            text += "; first tuned: " + ", ".join(
-                f"{t} ({100 * weights.get(t, 1) * self.seeded[t] / total:.0f}%)" for t in top)
+                f"{len(self.borrowed)})")
+        if self.seeded:
+            total = sum(weights.get(t, 1) * s for t, s in self.seeded.items())
+            text += f", measured here ({1e3 * total:.2f} ms per run with the faster of each)"
         if self.skipped:
             text += f"; {len(self.skipped)} start cold"
         return text
@@ -66,8 +67,9 @@ class _Seed:
 def seed_defaults(database, tasks: list, spec, target,
                   donors: Callable[[], list] = list) -> WarmStart:
     """Commit measured seed records (default schedule; nearest tuned kernel's schedule from the
-    databases ``donors()`` returns, called only if some task needs a seed) for every task of ``tasks`` (MetaSchedule's extracted tasks) that has no
-    record in ``database``. Targets this machine cannot run start cold."""
+    databases ``donors()`` returns, called only if some task needs a seed) for every task of
+    ``tasks`` (MetaSchedule's extracted tasks) that has no record in ``database``. Targets this
+    machine cannot run start cold."""
     if not spec.runs_on_host:
         return WarmStart(why_none=f"{spec.name} does not run here, so defaults cannot be timed")
     if target.kind.name != "llvm":
@@ -113,6 +115,9 @@ def _seeds(database, tasks: list, params, target, donors, result: WarmStart) -> 
             seeds.append(_Seed(task, sketched.func, sketched.trace, False))
         except SketchError as err:
             result.skipped[task.task_name] = str(err)
+        attainable = attainable_seconds(mod["main"], tuned)
+        if attainable is not None:
+            result.attainable[task.task_name] = attainable
         sch = nearest_schedule(mod["main"], tuned, target)
         if sch is not None:
             seeds.append(_Seed(task, scheduled(sch), sch.trace, True))
