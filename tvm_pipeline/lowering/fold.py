@@ -56,14 +56,14 @@ def _key(expr) -> int:
 
 
 def _foldable(func: relax.Function, mod: tvm.IRModule) -> dict:
-    """Binding var -> its call, for every binding of ``func`` this pass folds, in order."""
+    """Binding var key -> its call, for every binding of ``func`` this pass folds, in order."""
     out: dict = {}
     for block in getattr(func.body, "blocks", []):
         if not isinstance(block, relax.DataflowBlock):
             continue
         for binding in block.bindings:
             if isinstance(binding, relax.VarBinding) and _can_fold(binding.value, out, mod):
-                out[_key(binding.var)] = (binding.var, binding.value)
+                out[_key(binding.var)] = binding.value
     return out
 
 
@@ -135,13 +135,13 @@ class _Builder:
         return arg
 
     def module(self, foldable: dict) -> tvm.IRModule:
-        for _, call in foldable.values():
+        for call in foldable.values():
             for arg in call.args:
                 self.collect(arg)
         bb = relax.BlockBuilder()
         with bb.function("main", [p for p, _ in self.constants.values()]):
             with bb.dataflow():
-                for key, (_, call) in foldable.items():
+                for key, call in foldable.items():
                     self.vars[key] = bb.emit(relax.Call(
                         call.op, [self.arg(a) for a in call.args], call.attrs, call.ty_args))
                 result = bb.emit_output(relax.Tuple(list(self.vars.values())))

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import onnx
 import tvm
-from tvm.s_tir.analysis import estimate_tir_flops
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
+from tvm.s_tir.analysis import estimate_tir_flops
 
 from . import backends, fold
 from .integer import IntegerReport, integerize

@@ -135,7 +135,7 @@ def borrow_schedules(mod: tvm.IRModule, databases: list, target,
     tuned = tuned_workloads(databases) if pending else []
     replays = {}
     for gv, func in pending:
-        sch = nearest_schedule(func, tuned, target)
+        sch = nearest_schedule(func, similar(func, tuned), target)
         if sch is not None:
             replays[gv] = scheduled(sch)
     if spec is not None and replays:
@@ -147,8 +147,9 @@ def borrow_schedules(mod: tvm.IRModule, databases: list, target,
     return mod, sorted(gv.name_hint for gv in replays)
 
 
-def _similar(func, tuned: list) -> list:
-    """The workloads of ``tuned`` with ``func``'s structure, nearest first."""
+def similar(func, tuned: list) -> list:
+    """The workloads of ``tuned`` (see :func:`tuned_workloads`) with ``func``'s structure, nearest
+    first."""
     shape = _shape(func)
     if shape is None:
         return []
@@ -156,22 +157,21 @@ def _similar(func, tuned: list) -> list:
                   key=lambda c: _distance(c[0], shape))
 
 
-def attainable_seconds(func, tuned: list) -> float | None:
-    """Seconds per call of ``func`` at the arithmetic rate (FLOP/s) that the nearest tuned
-    workload of the same structure reached; None without one (or without a FLOP count)."""
-    similar = _similar(func, tuned)
-    if not similar:
+def attainable_seconds(func, candidates: list) -> float | None:
+    """Seconds per call of ``func`` at the arithmetic rate (FLOP/s) that the nearest of its
+    :func:`similar` ``candidates`` reached; None without one (or without a FLOP count)."""
+    if not candidates:
         return None
-    record = similar[0][1]
+    record = candidates[0][1]
     donor, mine = kernel_flops(record.workload.mod["main"]), kernel_flops(func)
     seconds = mean_run_seconds(record.run_secs)
     return mine * seconds / donor if donor and mine and seconds else None
 
 
-def nearest_schedule(func, tuned: list, target):
-    """``func`` scheduled with the trace of the nearest workload of ``tuned`` (see
-    :func:`tuned_workloads`) whose trace fits, as a schedule; None when none fits."""
-    for _, record in _similar(func, tuned)[:MAX_TRIES]:
+def nearest_schedule(func, candidates: list, target):
+    """``func`` scheduled with the trace of the nearest of its :func:`similar` ``candidates``
+    whose trace fits, as a schedule; None when none fits."""
+    for _, record in candidates[:MAX_TRIES]:
         sch = _replay(record, func, target)
         if sch is not None:
             return sch

@@ -26,7 +26,7 @@ from typing import Callable
 from tvm.s_tir import meta_schedule as ms
 
 from . import verify
-from .borrow import attainable_seconds, nearest_schedule, scheduled, tuned_workloads
+from .borrow import attainable_seconds, nearest_schedule, scheduled, similar, tuned_workloads
 from ..lowering.schedules import SketchError, cpu_params, default_schedule
 
 
@@ -115,10 +115,11 @@ def _seeds(database, tasks: list, params, target, donors, result: WarmStart) -> 
             seeds.append(_Seed(task, sketched.func, sketched.trace, False))
         except SketchError as err:
             result.skipped[task.task_name] = str(err)
-        attainable = attainable_seconds(mod["main"], tuned)
+        candidates = similar(mod["main"], tuned)
+        attainable = attainable_seconds(mod["main"], candidates)
         if attainable is not None:
             result.attainable[task.task_name] = attainable
-        sch = nearest_schedule(mod["main"], tuned, target)
+        sch = nearest_schedule(mod["main"], candidates, target)
         if sch is not None:
             seeds.append(_Seed(task, scheduled(sch), sch.trace, True))
     return seeds
