@@ -4,6 +4,7 @@ contiguous when it is not stops the tensorization."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -38,23 +39,29 @@ def test_quantized_convolutions_compute_with_the_dot_product(small_v2_int8, tmp_
     """Every kernel gets a checked default schedule (the tensorized ones through their
     untensorized twin where this machine lacks the instruction), and the library's machine code
     multiplies with the target's dot product."""
-    result = compile_model(prepare(small_v2_int8, name), tmp_path / f"v2-{name}.tvm",
-                           CompileOptions(use_database=False))
+    prepared = prepare(small_v2_int8, name)
+    image = re.compile(r'\(T\.int64\(1\), T\.int64\(\d+\), T\.int64\(\d+\), T\.int64\(4\)\), "u?int8"')
+    # the first layer too, its 3 image channels padded to the 4 the instruction multiplies, where
+    # its 8 outputs fill the instruction's tiles (sdot's 4, not VNNI's 16)
+    assert any(image.search(func.script()) for gv, func in prepared.mod.functions_items()
+               if "conv2d_nhwc_int8" in gv.name_hint) == (name == "rpi5")
+    result = compile_model(prepared, tmp_path / f"v2-{name}.tvm", CompileOptions(use_database=False))
     assert result.build.naive_kernels == []
     assert result.artifact.metadata["integer"]["float_layers"] == 0
     code = _disassembly(result.artifact.path / "model.so", objdump)
     assert sum(1 for line in code.splitlines() if f"\t{instruction}" in line) >= 10
 
 
-def _conv(kernel_layout: str, tile: int = 4):
-    """An s8 NHWC 3x3 convolution (32 -> 16 channels) with its weight in ``kernel_layout`` or,
-    for "packed", in the ``[KH, KW, O/tile, C/4, tile, 4]`` layout the dot product reads."""
-    x = te.placeholder((1, 6, 6, 32), "int8", name="x")
+def _conv(kernel_layout: str, tile: int = 4, data: str = "int8", out: int = 16):
+    """An NHWC 3x3 convolution (32 -> ``out`` channels) of ``data`` by s8 with its weight in
+    ``kernel_layout`` or, for "packed", in the ``[KH, KW, O/tile, C/4, tile, 4]`` layout the dot
+    product reads."""
+    x = te.placeholder((1, 6, 6, 32), data, name="x")
     if kernel_layout == "packed":
-        w = te.placeholder((3, 3, 16 // tile, 8, tile, 4), "int8", name="w")
+        w = te.placeholder((3, 3, out // tile, 8, tile, 4), "int8", name="w")
         xp = topi.nn.pad(x, [0, 1, 1, 0], [0, 1, 1, 0])
         ry, rx, rc = (te.reduce_axis((0, e), n) for e, n in ((3, "ry"), (3, "rx"), (32, "rc")))
-        y = te.compute((1, 6, 6, 16), lambda n, i, j, f: te.sum(
+        y = te.compute((1, 6, 6, out), lambda n, i, j, f: te.sum(
             xp[n, i + ry, j + rx, rc].astype("int32")
             * w[ry, rx, f // tile, rc // 4, f % tile, rc % 4].astype("int32"), axis=[ry, rx, rc]))
     else:
@@ -78,3 +85,62 @@ def test_a_strided_weight_tile_is_not_tensorized():
     assert strided.untensorized is None and sdot not in strided.func.script()
     assert packed.untensorized is not None and sdot in packed.func.script()
     assert sdot not in packed.untensorized.script()
+
+
+def test_the_search_rejects_a_vector_loop_around_the_dot_product_before_building_it():
+    """MetaSchedule's search vectorizes innermost spatial loops; one left outside the VNNI tile
+    around the tensorized block does not build (TVM's vectorizer cannot widen the instruction).
+    The postprocessor the search runs before RewriteTensorize rejects exactly that candidate."""
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_pipeline.errors import TVM_ERRORS
+    from tvm_pipeline.lowering.schedules import postprocs, sketch
+
+    spec = resolve_target("x86-avx512")
+    target = spec.to_tvm()
+    intrinsics.register_for(target.kind.name, spec.arch)
+    func = _conv("packed", tile=16, data="uint8", out=32)
+    chain = postprocs(func, target)
+    guard = next(p for p in chain if isinstance(p, sketch.NoVectorLoopAroundIntrinsic))
+    assert chain.index(guard) < next(i for i, p in enumerate(chain)
+                                     if isinstance(p, ms.postproc.RewriteTensorize))
+    params = cpu_params(spec, target)
+
+    def candidate(trace, channel_tile_inside: int):
+        """The sketch with the default's tiles, except that the innermost tile of the output
+        channel blocks (outside the intrinsic's 16 channels) is ``channel_tile_inside``, as the
+        search samples it; postprocessed as the search does without the guard; and the guard's
+        verdict."""
+        tiles, _ = sketch.plan(func, trace, params)
+        for group in sketch._tile_groups(trace):
+            spatial = [inst for inst in group if int(inst.attrs[0]) == 4]
+            if spatial and channel_tile_inside > 1:
+                a, b, c, _ = tiles[spatial[-1]]
+                tiles[spatial[-1]] = [a, b, c // channel_tile_inside, channel_tile_inside]
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        trace.apply_to_schedule(sch, remove_postproc=True,
+                                decision_provider=lambda inst, _i, _a, d: tiles.get(inst, d))
+        sch.enter_postproc()
+        verdict = None
+        for postproc in chain:
+            if postproc is guard:
+                verdict = guard.apply(sch)
+            else:
+                postproc.apply(sch)
+        return sch, verdict
+
+    spaces = sketch.design_spaces(func, target)
+    verdicts = []
+    for index in sketch.preference(spaces):
+        plain, plain_ok = candidate(spaces[index].trace, 1)
+        if "vpdpbusd" not in plain.mod.script():
+            continue                       # this sketch's tiles do not map onto the instruction
+        looped, looped_ok = candidate(spaces[index].trace, 2)
+        assert "vpdpbusd" in looped.mod.script() and "T.vectorized(2)" in looped.mod.script()
+        verdicts.append((plain_ok, looped_ok))
+        tvm.tirx.build(plain.mod, target=target)
+        with pytest.raises(TVM_ERRORS, match="broadcast"):
+            tvm.tirx.build(looped.mod, target=target)
+    assert verdicts and all(plain and not looped for plain, looped in verdicts)

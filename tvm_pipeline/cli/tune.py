@@ -32,7 +32,8 @@ def register(sub) -> None:
     common.add_target(parser)
     common.add_logs(parser)
     parser.add_argument("--trials", type=int, default=2000,
-                        help="trials to measure in this run, all tasks together (default 2000)")
+                        help="trials to measure in this run, all tasks together (default 2000; the "
+                             "last batch can take it up to one batch past)")
     parser.add_argument("--trials-per-task", type=int, default=64,
                         help="per-task budget, counting records already in the database (default 64)")
     parser.add_argument("--trials-per-iter", type=int, default=64,

@@ -23,8 +23,9 @@ import tvm
 from tvm import relax
 
 from ..errors import TVM_ERRORS, raise_if_interrupted, ToolchainError
-from ..lowering import backends
+from ..lowering import backends, schedules
 from ..lowering.prepare import PreparedModule, kernel_flops, list_kernels
+from ..target import intrinsics
 from ..target.toolchains import Toolchain
 from ..tuning import borrow, database as db
 from .defaults import DefaultsResult, apply_defaults, race
@@ -132,6 +133,17 @@ class BuildResult:
         }
 
 
+def _unpackable_unscheduled(mod: tvm.IRModule, source: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with every scheduled kernel whose weight packing the build could not split off
+    (``schedules.packable``; a record tuned before the search refused such candidates) put back
+    unscheduled, for the next source of schedules to take."""
+    for gv, func in list(mod.functions_items()):
+        if (isinstance(func, tvm.tirx.PrimFunc) and borrow.is_scheduled(func)
+                and not schedules.packable(func)):
+            mod[gv] = source[gv.name_hint]
+    return mod
+
+
 def _scheduled(mod: tvm.IRModule) -> tuple[set[str], set[str]]:
     """(scheduled, unscheduled) kernel names of a module."""
     done, left = set(), set()
@@ -172,10 +184,14 @@ def _schedule(prepared: PreparedModule, options: BuildOptions, members: list,
     """Tuned, then borrowed, then default schedules (inside the target and database scopes)."""
     mod = _with_global_infos(relax.transform.MetaScheduleApplyDatabase()(prepared.mod),
                              prepared.mod)
-    tuned, _ = _scheduled(mod)
     borrowed: list[str] = []
+    if not backends.is_gpu(target):
+        mod = _unpackable_unscheduled(mod, prepared.mod)
+    tuned, _ = _scheduled(mod)
     if options.borrow and members and not backends.is_gpu(target):
         mod, borrowed = borrow.borrow_schedules(mod, members, target, spec=prepared.target)
+        mod = _unpackable_unscheduled(mod, prepared.mod)
+        borrowed = [k for k in borrowed if borrow.is_scheduled(mod[k])]
     defaults = DefaultsResult()
     if options.defaults and not backends.is_gpu(target):
         mod, defaults = apply_defaults(mod, prepared.target, target)
@@ -200,6 +216,8 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
     target = prepared.target.to_tvm()
     dirs = (db.database_dirs(prepared.target.name, options.logs, options.shipped_logs)
             if options.use_database else [])
+    # records of tensorized kernels name their intrinsic: it must exist before a database loads
+    intrinsics.register_for(target.kind.name, prepared.target.arch)
     members = [db.open_json_database(d) for d in dirs]
     work = _work(prepared.mod)
     with target, db.union(members), tvm.transform.PassContext(opt_level=3):

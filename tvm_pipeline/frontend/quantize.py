@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import numpy as np
 import onnx
 
 from ..errors import InputFileError, ModelError, UsageError
+from ..target.spec import host_cpu_flags
 from .load import LoadedModel
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -73,6 +75,8 @@ class QuantizeReport:
     reduce_range: bool = False
     # min cosine of ONNX Runtime's fused integer kernels against the model evaluated op by op
     integer_kernels_cosine: float = 1.0
+    # whether this machine is x86 without VNNI, where ONNX Runtime's u8 x s8 pair sums saturate
+    saturating_host: bool = False
 
     def to_dict(self) -> dict:
         from dataclasses import asdict  # pylint: disable=import-outside-toplevel
@@ -101,10 +105,10 @@ class QuantizeReport:
             lines.append(
                 f"note: ONNX Runtime's fused integer kernels on this CPU differ from the model "
                 f"evaluated op by op (cosine {self.integer_kernels_cosine:.4f}): "
-                + ("single-step rounding differences that this network amplifies layer by layer"
-                   if self.reduce_range else
-                   "on x86 without VNNI they multiply u8 x s8 with int16 pair sums that "
-                   "saturate; `--reduce-range` (7-bit weights) avoids that")
+                + ("on x86 without VNNI they multiply u8 x s8 with int16 pair sums that "
+                   "saturate; `--reduce-range` (7-bit weights) avoids that"
+                   if self.saturating_host and not self.reduce_range else
+                   "single-step rounding differences that this network amplifies layer by layer")
                 + ". TVM's integer kernels accumulate in int32 and are validated against the "
                   "model's definition.")
         return "\n".join(lines)
@@ -222,7 +226,15 @@ def quantize(loaded: LoadedModel, output: Path, options: QuantizeOptions) -> Qua
     return QuantizeReport(output, options.method, options.per_channel, described, len(held),
                           ops, left, loaded.model.ByteSize(), len(data), report.outputs,
                           options.reduce_range,
-                          min((o.cosine for o in kernels.outputs), default=1.0))
+                          min((o.cosine for o in kernels.outputs), default=1.0),
+                          _saturating_host())
+
+
+def _saturating_host() -> bool:
+    """Whether ONNX Runtime's u8 x s8 kernels on this machine sum pairs in saturating int16
+    (x86 without an AVX-512 or AVX VNNI dot product)."""
+    return (platform.machine() in ("x86_64", "AMD64")
+            and not {"avx512_vnni", "avx_vnni"} & host_cpu_flags())
 
 
 def recorded_float_model(quantized: onnx.ModelProto) -> onnx.ModelProto | None:

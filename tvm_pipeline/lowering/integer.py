@@ -15,7 +15,10 @@ into
 which is the same number: ``sum((x - zx) * (w - zw)) = sum(x * (w - zw)) - zx * sum(w - zw)``.
 The correction is a per-output-channel constant; where the convolution pads and ``zx != 0``, the
 input is padded with ``zx`` first (a padded tap then contributes ``zx * w``, which the correction
-removes), otherwise the convolution pads with 0 itself. The float tail that follows (bias add,
+removes), otherwise the convolution pads with 0 itself. On targets with an int8 dot product
+(4 input channels per step) a convolution whose input channels are not a multiple of 4 (a first
+layer's 3) gets the missing ones, with zero weights and the zero point as value, so that it too
+runs on the instruction. The float tail that follows (bias add,
 activation, residual add, the next ``quantize``) is elementwise, so operator fusion puts it in the
 same kernel: one kernel reads uint8/int8, accumulates int32 and writes the requantized uint8/int8.
 
@@ -118,12 +121,14 @@ def _op_name(expr) -> str | None:
 
 @mutator
 class _Integerize(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, bindings: dict, dot_activation: str | None):
+    def __init__(self, mod: tvm.IRModule, bindings: dict, dot_activation: str | None,
+                 dot_tile: int = 1):
         super().__init__(mod)
         self.report = IntegerReport()
         self._count = {"conv2d": 0, "matmul": 0}
         self._bindings = bindings     # the original function's var -> value
         self._dot_activation = dot_activation
+        self._dot_tile = dot_tile
 
     # -- helpers ---------------------------------------------------------------------------
     def _bound(self, expr):
@@ -192,15 +197,21 @@ class _Integerize(PyExprMutator):
             return super().visit_call_(call)
         weights, wdtype = _centered(wq, w.zero, 0)
         data, padding = self.visit_expr(x.data), [int(p) for p in attrs.padding]
-        x_zero = int(x.zero[0])
+        x_zero, extra = int(x.zero[0]), 0
         if int(attrs.groups) == 1 and self._dot_activation:
             data, x_zero = _as_dot_operand(data, str(x.data.ty.dtype), x_zero,
                                            self._dot_activation)
-        if x_zero and any(padding):
-            top, left, bottom, right = padding
-            data = relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right],
+            # the dot product multiplies 4 input channels at a time: a first layer's 3 image
+            # channels get a 4th, of zero weights (and the zero point as value: x - zx = 0)
+            # (where its output channels fill the instruction's tiles: else it is not packed)
+            extra = -weights.shape[1] % 4 if w_shape[0] % self._dot_tile == 0 else 0
+            weights = np.pad(weights, ((0, 0), (0, extra), (0, 0), (0, 0)))
+        spatial = bool(x_zero and any(padding))
+        if spatial or extra:
+            top, left, bottom, right = padding if spatial else (0, 0, 0, 0)
+            data = relax.op.nn.pad(data, [0, 0, 0, extra, top, bottom, left, right],
                                    pad_value=float(x_zero))
-            padding = [0, 0, 0, 0]
+            padding = [0, 0, 0, 0] if spatial else padding
         acc = relax.op.nn.conv2d(data, relax.const(weights, wdtype), attrs.strides, padding,
                                  attrs.dilation, attrs.groups, "NCHW", "OIHW", "NCHW", "int32")
         channels = w_shape[0]
@@ -295,18 +306,19 @@ def _per_channel(scale: np.ndarray, channels: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(scale, dtype=np.float64), (channels,)).copy()
 
 
-def integerize(mod: tvm.IRModule,
-               dot_activation: str | None = None) -> tuple[tvm.IRModule, IntegerReport]:
+def integerize(mod: tvm.IRModule, dot_activation: str | None = None,
+               dot_tile: int = 1) -> tuple[tvm.IRModule, IntegerReport]:
     """Rewrite the imported module's dequantized convolutions and dense layers to integer ones
     (see the module docstring); the report says which layers did and which stayed float.
     ``dot_activation``: the activation type the target's int8 dot product multiplies ("uint8" for
-    x86 VNNI, "int8" for ARM sdot); convolutions other than depthwise get their input in it."""
+    x86 VNNI, "int8" for ARM sdot); convolutions other than depthwise get their input in it;
+    ``dot_tile``: the output channels one instruction computes (16, 4)."""
     if not _has_qdq(mod):
         return mod, IntegerReport()      # a float model: untouched
     mod, report = mod.clone(), IntegerReport()
     for gv, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
-            mutator_ = _Integerize(mod, _bindings_of(func), dot_activation)
+            mutator_ = _Integerize(mod, _bindings_of(func), dot_activation, dot_tile)
             mod[gv] = mutator_.visit_expr(func)
             report.layers += mutator_.report.layers
             report.requantized += mutator_.report.requantized

@@ -130,7 +130,8 @@ def imported(loaded: LoadedModel, target: tvm.target.Target) -> tuple[tvm.IRModu
     """The model in Relax, before fusion (quantized layers rewritten as integer operators for
     ``target``)."""
     dot = intrinsics.int8_dot_product(target)
-    return integerize(_relax_import(loaded), intrinsics.DOT_PRODUCT_ACTIVATIONS.get(dot))
+    return integerize(_relax_import(loaded), intrinsics.DOT_PRODUCT_ACTIVATIONS.get(dot),
+                      intrinsics.DOT_PRODUCT_TILES.get(dot, 1))
 
 
 def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:

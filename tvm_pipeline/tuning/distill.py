@@ -30,6 +30,7 @@ from . import database as db
 from ..errors import TuningError
 from ..numbers import mean_run_seconds
 from ..paths import atomic_write
+from ..target import intrinsics
 from ..target.spec import TargetSpec
 
 
@@ -67,6 +68,8 @@ class _Verifier:
 
     def __init__(self, spec: TargetSpec):
         self.target = spec.to_tvm()
+        # a tensorized kernel's trace names its intrinsic, which must exist before it is read
+        intrinsics.register_for(self.target.kind.name, spec.arch)
 
     def deviation(self, workload_line: list, record_json: list) -> float:
         # pylint: disable=import-outside-toplevel

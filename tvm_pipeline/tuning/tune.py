@@ -40,6 +40,7 @@ from .warmstart import WarmStart, seed_defaults
 from ..target import intrinsics
 from ..errors import TVM_ERRORS, TuningError
 from ..numbers import mean_run_seconds
+from ..lowering import schedules
 from ..lowering.prepare import PreparedModule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,7 +62,7 @@ SPEEDUP_RANGE = (1.1, 4.0)    # expected speed-ups are clipped to this (a neares
 
 @dataclass(frozen=True)
 class TuneOptions:
-    max_trials: int = 2000              # trials measured by this run (all tasks together)
+    max_trials: int = 2000              # trials this run measures, all tasks (+ <1 batch)
     warm_start: bool = True             # seed untuned tasks with their measured default schedule
                                         # and start from the saved cost model (costmodel)
     trials_per_task: int = 64           # per-task budget, records already in the database included
@@ -301,6 +302,16 @@ def _records_per_workload(database, folder: Path) -> dict:
     return counts
 
 
+def _search_space(task, target):
+    """MetaSchedule's space for the target, with its postprocessors as the default schedules use
+    them (``lowering.schedules.postprocs``: candidates that cannot build are rejected before they
+    take a trial)."""
+    mod = task.dispatched[0]
+    return ms.space_generator.PostOrderApply(
+        sch_rules="from-target", mutator_probs="from-target",
+        postprocs=schedules.postprocs(mod[mod.get_global_vars()[0]], target))
+
+
 def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
          report: Callable[[TuneProgress], None] | None = None) -> TuneResult:
     """Tune every kernel of ``prepared`` into the target's database and return what was done."""
@@ -316,10 +327,11 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
 def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOptions,
                report: Callable[[TuneProgress], None] | None) -> TuneResult:
     """``tune`` with the database folder locked."""
+    # records of tensorized kernels name their intrinsic: it must exist before a database loads
+    intrinsics.register_for(target.kind.name, prepared.target.arch)
     database = db.open_json_database(folder, create=True)
     records_before = db.count_records(folder)
     extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
-    intrinsics.register_for(target.kind.name, prepared.target.arch)
     others = [d for d in db.database_dirs(prepared.target.name, options.logs)
               if d != folder.resolve()]
     warm = (seed_defaults(database, extracted, prepared.target, target,
@@ -348,7 +360,7 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     # MetaSchedule's log set-up binds a console handler to sys.stdout; keep stdout for results.
     with contextlib.redirect_stdout(sys.stderr), _unnamed_handlers_set_aside():
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir=str(work_dir), seed=options.seed,
+            todo, work_dir=str(work_dir), seed=options.seed, space=_search_space(todo[0], target),
             strategy=ms.search_strategy.EvolutionarySearch(
                 population_size=options.search.population,
                 genetic_num_iters=options.search.genetic_iters))

@@ -20,6 +20,7 @@ take at the FLOP rate the nearest tuned kernel of its structure reached (``attai
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -84,6 +85,8 @@ def seed_defaults(database, tasks: list, spec, target,
             result.skipped[seed.task.task_name] = f"its default computed wrong results ({d:.3g}x)"
     seconds = verify.time_kernels([s.func for s in correct], target)
     for seed, secs in zip(correct, seconds):
+        if math.isnan(secs):
+            continue            # not measurable without its weight repacking: no seed
         mod = seed.task.dispatched[0]
         database.commit_tuning_record(ms.database.TuningRecord(
             seed.trace, database.commit_workload(mod), [secs], target,

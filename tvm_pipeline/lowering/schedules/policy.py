@@ -63,6 +63,16 @@ def channel_tiles(extent: int, lanes: int) -> list[int]:
     return [max(powers)] if powers else [max(d for d in divisors(extent) if d <= lanes)]
 
 
+def whole_vector(extent: int, limit: int) -> int:
+    """Vector length of a loop of ``extent`` without a remainder: the largest power of two up to
+    ``limit`` dividing it, or the whole extent when it is shorter than that and not a power of
+    two (3 channels: one 3-lane vector)."""
+    power = extent & -extent
+    if power >= min(extent, limit) or extent > limit:
+        return min(power, limit)
+    return extent
+
+
 def vector_tile(extent: int, lanes: int) -> int:
     """Inner factor of the channel axis of a kernel without a reduction."""
     return max(channel_tiles(extent, lanes))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import tvm
 from tvm import relax, s_tir
+from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from . import policy
@@ -33,6 +34,7 @@ ROOT = -1                 # SampleComputeLocation: compute the producer at the r
 _CUSTOM_RULE = "schedule_rule"
 _RFACTOR = "RFactor"
 _AUTO_TENSORIZE = "meta_schedule.auto_tensorize"
+_VECTORIZE, _PARALLEL = "meta_schedule.vectorize", "meta_schedule.parallel"
 _BYTES = ("int8", "uint8")
 
 
@@ -86,8 +88,59 @@ def design_spaces(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> list:
 def postprocs(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> list:
     """The postprocessors MetaSchedule's search runs for ``func`` on ``target``: the target's
     kind picks them (on CPUs with int8 dot-product instructions, they include ``RewriteTensorize``,
-    which turns the sketches' ``auto_tensorize`` blocks into the instructions)."""
-    return list(_context(func, target).space_generator.postprocs)
+    which turns the sketches' ``auto_tensorize`` blocks into the instructions), and then
+    :class:`NoVectorLoopAroundIntrinsic` before that one and :class:`PackableWeights` last."""
+    found = list(_context(func, target).space_generator.postprocs)
+    at = next((i for i, p in enumerate(found) if isinstance(p, ms.postproc.RewriteTensorize)),
+              None)
+    if at is None or target.kind.name != "llvm":       # CPU dot products only
+        return found
+    return found[:at] + [NoVectorLoopAroundIntrinsic()] + found[at:] + [PackableWeights()]
+
+
+@derived_object
+class NoVectorLoopAroundIntrinsic(ms.postproc.PyPostproc):
+    """Rejects a candidate that vectorizes a loop around a block marked for tensorization.
+    MetaSchedule's search vectorizes the innermost spatial loops, and where the tiling left one of
+    them outside the intrinsic's tile, TVM's loop vectorizer cannot widen the instruction's vector
+    operands and the build fails ("Cannot broadcast lanes=32 ... to 128"; measured: 30-34 of each
+    batch of 64 VNNI candidates). Rejected here, the search samples another candidate instead of
+    spending a trial on it."""
+
+    def _initialize_with_tune_context(self, context) -> None:
+        pass
+
+    def apply(self, sch: s_tir.Schedule) -> bool:
+        for block in _blocks(sch):
+            if _AUTO_TENSORIZE in sch.get(block).annotations and any(
+                    _vector_loop(sch.get(loop)) for loop in sch.get_loops(block)):
+                return False
+        return True
+
+    def clone(self) -> "NoVectorLoopAroundIntrinsic":
+        return NoVectorLoopAroundIntrinsic()
+
+
+@derived_object
+class PackableWeights(ms.postproc.PyPostproc):
+    """Rejects a candidate whose weight packing the build cannot split off (``packable``):
+    MetaSchedule's layout rewrite can leave it inside the loops beside tensorized tiles, which
+    times fine while tuning and then fails Relax's build (SplitLayoutRewritePreproc). Runs last,
+    after RewriteLayout."""
+
+    def _initialize_with_tune_context(self, context) -> None:
+        pass
+
+    def apply(self, sch: s_tir.Schedule) -> bool:
+        return packable(sch.mod["main"])
+
+    def clone(self) -> "PackableWeights":
+        return PackableWeights()
+
+
+def _vector_loop(loop) -> bool:
+    return loop.kind == tvm.tirx.ForKind.VECTORIZED and not (
+        isinstance(loop.extent, tvm.tirx.IntImm) and int(loop.extent) == 1)
 
 
 def _tile_groups(trace) -> list[list]:
@@ -156,6 +209,8 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
         return decision
 
     trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
+    if not decisions:
+        sch = _whole_vectors(sch)
     sch.enter_postproc()        # as MetaSchedule marks it: a record's trace can seed its search
     for postproc in postprocessors if postprocessors is not None else postprocs(func, target):
         if not tensorize and isinstance(postproc, ms.postproc.RewriteTensorize):
@@ -169,7 +224,58 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
         return None      # RewriteTensorize could not map the policy's tiles onto the intrinsic
     if not all(_compact(match.source) for block in blocks for match in block.match_buffers):
         return None      # an intrinsic would read a strided operand as if it were contiguous
-    return sch if _packable(sch.mod["main"]) else None
+    return sch if packable(sch.mod["main"]) else None
+
+
+def _whole_vectors(sch: s_tir.Schedule) -> s_tir.Schedule:
+    """For a kernel without tiles (elementwise, layout, padding): each block's innermost loop
+    vectorized whole and its outer loops in parallel, here instead of by MetaSchedule's
+    postprocessor.
+
+    The postprocessor fuses *all* loops of a block whose accesses it finds contiguous and splits
+    the result by its vector length (64), predicating the remainder: when the innermost extent is
+    not a multiple of it (3 image channels, 1000 classes), every lane computes its own indices
+    with divisions and its loads become gathers. The input quantize + pad + NCHW->NHWC kernel of
+    an INT8 MobileNet ran 652 us so (86 us unscheduled, 23 us with its rows in parallel). Here the
+    vector length is the largest power of two dividing the innermost extent (up to the
+    postprocessor's), or, below a vector, the extent; the outer loops are fused for parallelism as
+    the postprocessor fuses them. A block this cannot schedule (a reduction loop) leaves the whole
+    kernel to the postprocessor."""
+    root = sch.get(sch.get_sblock("root", func_name="main")).annotations
+    if _VECTORIZE not in root or _PARALLEL not in root:
+        return sch
+    done = sch.copy()
+    top = done.get_sblock("root", func_name="main")
+    try:
+        for block in done.get_child_blocks(top):
+            _vector_and_parallel(done, block, int(root[_VECTORIZE]), int(root[_PARALLEL]))
+    except (TVM_ERRORS, ValueError):
+        raise_if_interrupted()
+        return sch
+    done.unannotate(top, _VECTORIZE)
+    done.unannotate(top, _PARALLEL)
+    return done
+
+
+def _vector_and_parallel(sch: s_tir.Schedule, block, vector_limit: int, parallel_limit: int):
+    loops = list(sch.get_loops(block))
+    extents = [sch.get(loop).extent for loop in loops]
+    if not loops or not all(isinstance(e, tvm.tirx.IntImm) for e in extents):
+        raise ValueError("a block without constant loops")
+    extent = int(extents[-1])
+    length = policy.whole_vector(extent, vector_limit)
+    if length > 1:
+        inner = loops[-1] if length == extent else sch.split(loops[-1], [None, length])[1]
+        sch.vectorize(inner)
+        loops = [loop for loop in sch.get_loops(block)][:-1]
+    fused, product = [], 1
+    for loop in loops:
+        fused.append(loop)
+        product *= int(sch.get(loop).extent)
+        if product > parallel_limit:
+            break
+    if product > 1:
+        sch.parallel(sch.fuse(*fused) if len(fused) > 1 else fused[0])
 
 
 def _blocks(sch: s_tir.Schedule) -> list:
@@ -194,7 +300,7 @@ def _compact(region) -> bool:
         int(extents[d]) == int(shape[d]) for d in spanned[1:]))
 
 
-def _packable(func: tvm.tirx.PrimFunc) -> bool:
+def packable(func: tvm.tirx.PrimFunc) -> bool:
     """Whether the build can split the schedule's weight packing off (``layout``): the packing
     blocks must sit at the kernel's root, not inside its loops (as MetaSchedule's layout rewrite
     leaves them beside some tensorized tiles)."""
