@@ -133,14 +133,14 @@ class BuildResult:
         }
 
 
-def _unpackable_unscheduled(mod: tvm.IRModule, source: tvm.IRModule) -> tvm.IRModule:
-    """``mod`` with every scheduled kernel whose weight packing the build could not split off
-    (``schedules.packable``; a record tuned before the search refused such candidates) put back
-    unscheduled, for the next source of schedules to take."""
-    for gv, func in list(mod.functions_items()):
-        if (isinstance(func, tvm.tirx.PrimFunc) and borrow.is_scheduled(func)
-                and not schedules.packable(func)):
-            mod[gv] = source[gv.name_hint]
+def _unpackable_unscheduled(mod: tvm.IRModule, source: tvm.IRModule,
+                            names: set[str]) -> tvm.IRModule:
+    """``mod`` with each of the scheduled kernels ``names`` whose weight packing the build could
+    not split off (``schedules.packable``; a record tuned before the search refused such
+    candidates) put back unscheduled, for the next source of schedules to take."""
+    for name in names:
+        if not schedules.packable(mod[name]):
+            mod[name] = source[name]
     return mod
 
 
@@ -186,11 +186,11 @@ def _schedule(prepared: PreparedModule, options: BuildOptions, members: list,
                              prepared.mod)
     borrowed: list[str] = []
     if not backends.is_gpu(target):
-        mod = _unpackable_unscheduled(mod, prepared.mod)
+        mod = _unpackable_unscheduled(mod, prepared.mod, _scheduled(mod)[0])
     tuned, _ = _scheduled(mod)
     if options.borrow and members and not backends.is_gpu(target):
         mod, borrowed = borrow.borrow_schedules(mod, members, target, spec=prepared.target)
-        mod = _unpackable_unscheduled(mod, prepared.mod)
+        mod = _unpackable_unscheduled(mod, prepared.mod, set(borrowed))
         borrowed = [k for k in borrowed if borrow.is_scheduled(mod[k])]
     defaults = DefaultsResult()
     if options.defaults and not backends.is_gpu(target):

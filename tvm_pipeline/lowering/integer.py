@@ -205,7 +205,8 @@ class _Integerize(PyExprMutator):
             # channels get a 4th, of zero weights (and the zero point as value: x - zx = 0)
             # (where its output channels fill the instruction's tiles: else it is not packed)
             extra = -weights.shape[1] % 4 if w_shape[0] % self._dot_tile == 0 else 0
-            weights = np.pad(weights, ((0, 0), (0, extra), (0, 0), (0, 0)))
+            if extra:
+                weights = np.pad(weights, ((0, 0), (0, extra), (0, 0), (0, 0)))
         spatial = bool(x_zero and any(padding))
         if spatial or extra:
             top, left, bottom, right = padding if spatial else (0, 0, 0, 0)
