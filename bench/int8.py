@@ -59,12 +59,15 @@ def run_one(arch: str, target: str | None, work: Path, args: argparse.Namespace)
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | target | ORT FP32 ms | TVM FP32 ms | ORT INT8 ms | TVM INT8 ms | "
-             "TVM INT8 / ORT INT8 | TVM INT8 / TVM FP32 | integer layers | reliable |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "TVM INT8 / ORT INT8 | same, each engine alone | TVM INT8 / TVM FP32 | "
+             "integer layers | reliable |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        alone = r.get("int8_isolated_ratio")
         lines.append(f"| {r['model']} | {r['target']} | {r['fp32_ort_ms']:.2f} | "
                      f"{r['fp32_tvm_ms']:.2f} | {r['int8_ort_ms']:.2f} | {r['int8_tvm_ms']:.2f} | "
-                     f"{r['int8_vs_ort']:.2f}x | {r['int8_vs_fp32']:.2f}x | "
+                     f"{r['int8_vs_ort']:.2f}x | {f'{alone:.2f}x' if alone else '-'} | "
+                     f"{r['int8_vs_fp32']:.2f}x | "
                      f"{r['integer_layers']}/{r['integer_layers'] + r['float_layers']} | "
                      f"{'yes' if r['fp32_reliable'] and r['int8_reliable'] else 'NO'} |")
     return "\n".join(lines)

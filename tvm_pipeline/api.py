@@ -77,6 +77,7 @@ class CompileOptions:
     shipped_logs: bool = True             # False: ignore tuned_logs/ (only the ``logs`` root)
     borrow: bool = True                   # untuned CPU kernels borrow similar tuned schedules
     defaults: bool = True                 # still unscheduled: default schedules (False: naive)
+    race: bool = True                     # here: a faster default replaces a tuned/borrowed one
     validate: bool = True                 # refuse to write an artifact that disagrees with ORT
     validate_options: "ValidateOptions | None" = None
     ndk: str | None = None                # Android NDK root or clang++ (targets with export "ndk")
@@ -136,7 +137,7 @@ def check(prepared: "PreparedModule", options: CompileOptions = CompileOptions()
     require_device_code(prepared.target)
     start = time.perf_counter()
     result = build(prepared, BuildOptions(options.logs, options.use_database, options.shipped_logs,
-                                          options.borrow, options.defaults))
+                                          options.borrow, options.defaults, options.race))
     report = check_build(result, options.checks or CheckOptions())
     if report is None:
         raise UsageError(f"Target {prepared.target.name} (device {prepared.target.device}) produced "
@@ -160,7 +161,7 @@ def compile(prepared: "PreparedModule", output: str | os.PathLike,  # pylint: di
     check_destination(output)                                 # before the build: fail fast
     toolchain = toolchain_for(prepared.target, options.ndk)
     result = build(prepared, BuildOptions(options.logs, options.use_database, options.shipped_logs,
-                                          options.borrow, options.defaults))
+                                          options.borrow, options.defaults, options.race))
     checks = check_build(result, options.checks or CheckOptions())
     if checks is not None:
         checks.raise_for_failures()          # no artifact for kernels that fail a device check
@@ -222,7 +223,8 @@ def _decide_by_layers(report: "ValidationReport", loaded: "LoadedModel", target:
 
     if not report.needs_layerwise:
         return
-    unchecked = dataclasses.replace(compile_options, validate=False, remote=None)
+    # a build only for the check: its speed does not matter, so no schedule races
+    unchecked = dataclasses.replace(compile_options, validate=False, remote=None, race=False)
     layers = layerwise.check_layers(loaded, target,
                                     lambda prepared, out: compile(prepared, out, unchecked),
                                     make_feeds(loaded.inputs, options), options.tolerances, remote)
@@ -364,7 +366,8 @@ def bisect(model: "LoadedModel | str | os.PathLike", target: TargetSpec | str | 
     loaded = _loaded(model, input_shapes)
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
     on_device = remote if remote is not None and remote.enabled else None
-    unchecked = dataclasses.replace(compile_options, validate=False, remote=None)
+    # a build only for the check: its speed does not matter, so no schedule races
+    unchecked = dataclasses.replace(compile_options, validate=False, remote=None, race=False)
     return bis.bisect(loaded, spec, lambda prepared, out: compile(prepared, out, unchecked),
                       options or bis.BisectOptions(), on_device)
 

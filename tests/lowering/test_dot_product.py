@@ -144,3 +144,27 @@ def test_the_search_rejects_a_vector_loop_around_the_dot_product_before_building
         with pytest.raises(TVM_ERRORS, match="broadcast"):
             tvm.tirx.build(looped.mod, target=target)
     assert verdicts and all(plain and not looped for plain, looped in verdicts)
+
+
+def test_a_tensorized_record_lends_its_schedule_to_a_kernel_of_another_size(tmp_path):
+    """A tuned VNNI record's trace replays on a kernel without a record (compile's borrowing,
+    tune's warm start) only through the search's postprocessors, RewriteTensorize among them."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_pipeline.tuning import borrow, database as db
+
+    spec = resolve_target("x86-avx512")
+    target = spec.to_tvm()
+    intrinsics.register_for(target.kind.name, spec.arch)
+    tuned = tvm.IRModule({"main": _conv("packed", tile=16, data="uint8", out=32)})
+    with target:
+        sketched = default_schedule(tuned["main"], target, cpu_params(spec, target))
+    assert "vpdpbusd" in sketched.func.script()
+    database = db.open_json_database(tmp_path / "logs", create=True)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sketched.trace, database.commit_workload(tuned), [1e-5], target,
+        ms.arg_info.ArgInfo.from_prim_func(tuned["main"])))
+    mod = tvm.IRModule({"new": _conv("packed", tile=16, data="uint8", out=48)})
+    out, borrowed = borrow.borrow_schedules(mod, [database], target, spec=spec)
+    assert borrowed == ["new"] and "vpdpbusd" in out["new"].script()

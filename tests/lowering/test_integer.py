@@ -158,3 +158,30 @@ def test_quantize_records_the_float_model_and_validation_reports_the_drift(small
     drift = result.validation.float_drift
     assert drift is not None and drift[0].name == "logits" and -1.0 <= drift[0].cosine <= 1.0
     assert result.validation.passed
+
+
+def _kernels(path) -> dict[int, str]:
+    """Structural hash -> name of every convolution and dense kernel of the prepared model."""
+    import tvm_ffi   # pylint: disable=import-outside-toplevel
+
+    prepared = prepare(path, "x86-avx512")
+    return {tvm_ffi.structural_hash(f): gv.name_hint for gv, f in prepared.mod.functions_items()
+            if "conv2d" in gv.name_hint or "matmul" in gv.name_hint}
+
+
+def _scales(path) -> dict[str, float]:
+    model = onnx.load(path)
+    return {t.name: float(onnx.numpy_helper.to_array(t).ravel()[0]) for t in model.graph.initializer
+            if t.name.endswith("_scale") and t.data_type == F32 and len(t.dims) == 0}
+
+
+def test_two_calibrations_of_a_model_give_the_same_kernels(small_v2, small_v2_int8, tmp_path):
+    """Scales and zero points are kernel inputs, not literals: the tuning records of a model
+    apply to the same model calibrated on other inputs."""
+    other = tmp_path / "v2.other.int8.onnx"
+    quantize(small_v2, other, QuantizeOptions(samples=9, held_back=2))
+    first, second = _scales(small_v2_int8), _scales(other)
+    assert first.keys() == second.keys()
+    assert sum(first[k] != second[k] for k in first) > 5        # the calibrations differ
+    kernels = _kernels(small_v2_int8)
+    assert len(kernels) > 5 and kernels.keys() == _kernels(other).keys()

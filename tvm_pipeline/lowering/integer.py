@@ -41,6 +41,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from ..target.intrinsics import DOT_PRODUCT_DEPTH
+
 _Constant = tvm.ir.expr.Constant
 _INT8 = ("int8", "uint8")
 _LIMITS = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
@@ -204,7 +206,7 @@ class _Integerize(PyExprMutator):
             # the dot product multiplies 4 input channels at a time: a first layer's 3 image
             # channels get a 4th, of zero weights (and the zero point as value: x - zx = 0)
             # (where its output channels fill the instruction's tiles: else it is not packed)
-            extra = -weights.shape[1] % 4 if w_shape[0] % self._dot_tile == 0 else 0
+            extra = -weights.shape[1] % DOT_PRODUCT_DEPTH if w_shape[0] % self._dot_tile == 0 else 0
             if extra:
                 weights = np.pad(weights, ((0, 0), (0, extra), (0, 0), (0, 0)))
         spatial = bool(x_zero and any(padding))
@@ -259,10 +261,12 @@ class _Integerize(PyExprMutator):
         self.report.requantized += 1
         scale, zero = params
         low, high = _LIMITS[dtype]
-        src = str(call.args[0].ty.dtype)
-        q = relax.op.round(relax.op.divide(call.args[0], relax.const(scale, src)))
+        data = call.args[0]
+        src = str(data.ty.dtype)
+        rank = len(data.ty.shape)
+        q = relax.op.round(relax.op.divide(data, _calibrated(scale, rank, src)))
         if zero:
-            q = relax.op.add(q, relax.const(float(zero), src))
+            q = relax.op.add(q, _calibrated(zero, rank, src))
         q = relax.op.minimum(relax.op.maximum(q, relax.const(float(low), src)),
                              relax.const(float(high), src))
         return relax.op.astype(q, dtype)
@@ -273,11 +277,19 @@ class _Integerize(PyExprMutator):
             return call       # constants (weights, biases) are folded at compile time
         self.report.requantized += 1
         scale, zero = params
-        dtype = str(call.attrs.out_dtype)
+        dtype, rank = str(call.attrs.out_dtype), len(call.args[0].ty.shape)
         value = relax.op.astype(call.args[0], dtype)
         if zero:
-            value = relax.op.subtract(value, relax.const(float(zero), dtype))
-        return relax.op.multiply(value, relax.const(scale, dtype))
+            value = relax.op.subtract(value, _calibrated(zero, rank, dtype))
+        return relax.op.multiply(value, _calibrated(scale, rank, dtype))
+
+
+def _calibrated(value: float, rank: int, dtype: str) -> relax.Constant:
+    """A scale or zero point found by calibration, as a tensor of one element broadcast over
+    ``rank`` dimensions: unlike a scalar, which TVM writes into the kernel as a literal, it becomes
+    an input of the fused kernel. Two calibrations of one model then give the same kernels, and
+    the tuning records of one apply to the other."""
+    return relax.const(np.full((1,) * max(rank, 1), value, dtype=dtype))
 
 
 def _as_dot_operand(data, dtype: str, zero: int, wanted: str) -> tuple:

@@ -32,6 +32,7 @@ from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import fold
+from ..target.intrinsics import DOT_PRODUCT_DEPTH as _DEPTH
 
 _CALL_TIR = "relax.call_tir"
 _CLIP = "relax.clip"
@@ -115,7 +116,7 @@ def _packed_conv(data, weight, strides, padding, tile: int):
     rc = tvm.te.reduce_axis((0, channels), "rc")
     return tvm.te.compute(out, lambda n, y, x, f: tvm.te.sum(
         data[n, y * strides[0] + ry, x * strides[1] + rx, rc].astype("int32")
-        * weight[ry, rx, f // tile, rc // 4, f % tile, rc % 4].astype("int32"),
+        * weight[ry, rx, f // tile, rc // _DEPTH, f % tile, rc % _DEPTH].astype("int32"),
         axis=[ry, rx, rc]), name="conv2d_nhwc")
 
 
@@ -136,9 +137,10 @@ class _DotProductConvs(PyExprMutator):
                 or str(weight.value.dtype) != "int8"):
             return call
         kh, kw, channels, out = weight.value.shape
-        if out % self._tile or channels % 4:
+        if out % self._tile or channels % _DEPTH:
             return call
-        packed = (weight.value.numpy().reshape(kh, kw, channels // 4, 4, out // self._tile, self._tile)
+        packed = (weight.value.numpy()
+                  .reshape(kh, kw, channels // _DEPTH, _DEPTH, out // self._tile, self._tile)
                   .transpose(0, 1, 4, 2, 5, 3))
         return self.builder_.call_te(
             _packed_conv, call.args[0], relax.const(np.ascontiguousarray(packed), "int8"),

@@ -82,8 +82,9 @@ def _vnni_for_this_llvm() -> None:
 # weights. Left out on purpose: AVX-512 without VNNI (``vpmaddubsw`` saturates its int16 pair sums)
 # and AVX-VNNI (MetaSchedule's VNNI intrinsic is 512 bits wide).
 DOT_PRODUCT_ACTIVATIONS = {"vnni": "uint8", "dotprod": "int8"}
-# output channels each instruction computes (it sums 4 products into each of them)
+# output channels each instruction computes, and the input channels it sums into each of them
 DOT_PRODUCT_TILES = {"vnni": 16, "dotprod": 4}
+DOT_PRODUCT_DEPTH = 4
 
 
 def int8_dot_product(target) -> str | None:

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir
-from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TVM_ERRORS, raise_if_interrupted
 from ..lowering.prepare import kernel_flops
+from ..lowering.schedules import postprocs
 from ..numbers import mean_run_seconds
 
 _DIGITS = re.compile(r"\d+")
@@ -89,10 +89,10 @@ def _replay(record, func, target):
 
     try:
         record.trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
-        # MetaSchedule's postprocessors for the target kind, used uninitialized: the CPU ones read
-        # nothing from a tuning context (a TuneContext would import every tensor intrinsic, ~45 s)
+        # the search's postprocessors: on targets with an int8 dot product they include
+        # RewriteTensorize, without which a tensorized record's trace does not replay
         sch.enter_postproc()
-        for postproc in ms.postproc.Postproc.create(target.kind.name):
+        for postproc in postprocs(func, target):
             if not postproc.apply(sch):
                 return None
     except TVM_ERRORS:         # the borrowed trace does not fit this kernel
