@@ -17,7 +17,7 @@ from tvm_pipeline.target import intrinsics
 from tvm_pipeline.target.spec import resolve_target
 
 
-@pytest.mark.parametrize("name, dot", [("x86-avx512", "vnni"), ("x86-avx2", None),
+@pytest.mark.parametrize("name, dot", [("x86-avx512", "vnni"), ("x86-avx2", "avx2"),
                                        ("rpi5", "dotprod"), ("android-arm64", "dotprod"),
                                        ("rpi4", None), ("aarch64", None), ("cuda-sm80", None)])
 def test_targets_say_which_exact_dot_product_they_have(name, dot):
@@ -33,7 +33,8 @@ def _disassembly(library, objdump: str) -> str:
 
 
 @pytest.mark.parametrize("name, objdump, instruction", [
-    ("x86-avx512", "objdump", "vpdpbusd"), ("rpi5", "aarch64-linux-gnu-objdump", "sdot")])
+    ("x86-avx512", "objdump", "vpdpbusd"), ("x86-avx2", "objdump", "vpmaddwd"),
+    ("rpi5", "aarch64-linux-gnu-objdump", "sdot")])
 def test_quantized_convolutions_compute_with_the_dot_product(small_v2_int8, tmp_path, name,
                                                             objdump, instruction):
     """Every kernel gets a checked default schedule (the tensorized ones through their
@@ -41,10 +42,11 @@ def test_quantized_convolutions_compute_with_the_dot_product(small_v2_int8, tmp_
     multiplies with the target's dot product."""
     prepared = prepare(small_v2_int8, name)
     image = re.compile(r'\(T\.int64\(1\), T\.int64\(\d+\), T\.int64\(\d+\), T\.int64\(4\)\), "u?int8"')
-    # the first layer too, its 3 image channels padded to the 4 the instruction multiplies, where
-    # its 8 outputs fill the instruction's tiles (sdot's 4, not VNNI's 16)
+    # the first layer too, its 3 image channels padded to the 4 the instruction multiplies (2 x 2
+    # for AVX2), where its 8 outputs fill the instruction's tiles (sdot's 4, AVX2's 8, not
+    # VNNI's 16)
     assert any(image.search(func.script()) for gv, func in prepared.mod.functions_items()
-               if "conv2d_nhwc_int8" in gv.name_hint) == (name == "rpi5")
+               if "conv2d_nhwc_int8" in gv.name_hint) == (name != "x86-avx512")
     result = compile_model(prepared, tmp_path / f"v2-{name}.tvm", CompileOptions(use_database=False))
     assert result.build.naive_kernels == []
     assert result.artifact.metadata["integer"]["float_layers"] == 0
@@ -168,3 +170,20 @@ def test_a_tensorized_record_lends_its_schedule_to_a_kernel_of_another_size(tmp_
     mod = tvm.IRModule({"new": _conv("packed", tile=16, data="uint8", out=48)})
     out, borrowed = borrow.borrow_schedules(mod, [database], target, spec=spec)
     assert borrowed == ["new"] and "vpdpbusd" in out["new"].script()
+
+
+def test_tensorized_defaults_compute_the_requantization_inside_the_tiles(small_v2_int8):
+    """MetaSchedule writes a tensorized kernel's unfused sketch last (a plain one's first): the
+    default schedule must still pick one that computes the epilogue in the tiles, not one that
+    writes the whole int32 accumulator out and reads it back (21 GOP/s at 112x112)."""
+    prepared = prepare(small_v2_int8, "x86-avx2")
+    spec = prepared.target
+    target = spec.to_tvm()
+    intrinsics.register_for(target.kind.name, spec.arch)
+    convs = [f for gv, f in prepared.mod.functions_items() if "conv2d_nhwc_int8" in gv.name_hint]
+    assert len(convs) > 5
+    with target:
+        traces = [default_schedule(f, target, cpu_params(spec, target)).trace for f in convs]
+    for trace in traces:
+        kinds = [inst.kind.name for inst in trace.insts]
+        assert "ReverseComputeAt" in kinds and "meta_schedule.auto_tensorize" in str(trace)

@@ -48,8 +48,7 @@ def _common_lowering(target: tvm.target.Target, before: list = (), after: list =
 
 def _cpu_lowering(target: tvm.target.Target) -> list:
     """Channels-last kernels with layout-free (packable) weights: see ``layout``."""
-    tile = intrinsics.DOT_PRODUCT_TILES.get(intrinsics.int8_dot_product(target))
-    return _common_lowering(target, layout.channels_last_passes(tile),
+    return _common_lowering(target, layout.channels_last_passes(intrinsics.dot_product(target)),
                             layout.mark_weights_passes())
 
 

@@ -41,7 +41,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..target.intrinsics import DOT_PRODUCT_DEPTH
+from ..target.intrinsics import DotProduct
 
 _Constant = tvm.ir.expr.Constant
 _INT8 = ("int8", "uint8")
@@ -123,14 +123,12 @@ def _op_name(expr) -> str | None:
 
 @mutator
 class _Integerize(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, bindings: dict, dot_activation: str | None,
-                 dot_tile: int = 1):
+    def __init__(self, mod: tvm.IRModule, bindings: dict, dot: DotProduct | None):
         super().__init__(mod)
         self.report = IntegerReport()
         self._count = {"conv2d": 0, "matmul": 0}
         self._bindings = bindings     # the original function's var -> value
-        self._dot_activation = dot_activation
-        self._dot_tile = dot_tile
+        self._dot = dot
 
     # -- helpers ---------------------------------------------------------------------------
     def _bound(self, expr):
@@ -200,13 +198,13 @@ class _Integerize(PyExprMutator):
         weights, wdtype = _centered(wq, w.zero, 0)
         data, padding = self.visit_expr(x.data), [int(p) for p in attrs.padding]
         x_zero, extra = int(x.zero[0]), 0
-        if int(attrs.groups) == 1 and self._dot_activation:
-            data, x_zero = _as_dot_operand(data, str(x.data.ty.dtype), x_zero,
-                                           self._dot_activation)
-            # the dot product multiplies 4 input channels at a time: a first layer's 3 image
-            # channels get a 4th, of zero weights (and the zero point as value: x - zx = 0)
+        dot = self._dot
+        if int(attrs.groups) == 1 and dot is not None:
+            data, x_zero = _as_dot_operand(data, str(x.data.ty.dtype), x_zero, dot.activation)
+            # the dot product multiplies 4 (or 2) input channels at a time: a first layer's 3
+            # image channels get a 4th, of zero weights (and the zero point as value: x - zx = 0)
             # (where its output channels fill the instruction's tiles: else it is not packed)
-            extra = -weights.shape[1] % DOT_PRODUCT_DEPTH if w_shape[0] % self._dot_tile == 0 else 0
+            extra = -weights.shape[1] % dot.depth if w_shape[0] % dot.tile == 0 else 0
             if extra:
                 weights = np.pad(weights, ((0, 0), (0, extra), (0, 0), (0, 0)))
         spatial = bool(x_zero and any(padding))
@@ -319,19 +317,19 @@ def _per_channel(scale: np.ndarray, channels: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(scale, dtype=np.float64), (channels,)).copy()
 
 
-def integerize(mod: tvm.IRModule, dot_activation: str | None = None,
-               dot_tile: int = 1) -> tuple[tvm.IRModule, IntegerReport]:
+def integerize(mod: tvm.IRModule,
+               dot: DotProduct | None = None) -> tuple[tvm.IRModule, IntegerReport]:
     """Rewrite the imported module's dequantized convolutions and dense layers to integer ones
     (see the module docstring); the report says which layers did and which stayed float.
-    ``dot_activation``: the activation type the target's int8 dot product multiplies ("uint8" for
-    x86 VNNI, "int8" for ARM sdot); convolutions other than depthwise get their input in it;
-    ``dot_tile``: the output channels one instruction computes (16, 4)."""
+    ``dot``: the target's int8 dot product, if any: convolutions other than depthwise get their
+    input in the type it multiplies ("uint8" for x86, "int8" for ARM sdot), and a first layer's
+    input channels are padded to its depth."""
     if not _has_qdq(mod):
         return mod, IntegerReport()      # a float model: untouched
     mod, report = mod.clone(), IntegerReport()
     for gv, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
-            mutator_ = _Integerize(mod, _bindings_of(func), dot_activation, dot_tile)
+            mutator_ = _Integerize(mod, _bindings_of(func), dot)
             mod[gv] = mutator_.visit_expr(func)
             report.layers += mutator_.report.layers
             report.requantized += mutator_.report.requantized

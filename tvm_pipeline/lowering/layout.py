@@ -32,7 +32,7 @@ from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import fold
-from ..target.intrinsics import DOT_PRODUCT_DEPTH as _DEPTH
+from ..target.intrinsics import DotProduct
 
 _CALL_TIR = "relax.call_tir"
 _CLIP = "relax.clip"
@@ -101,9 +101,9 @@ def clip_to_ops(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(mod)
 
 
-def _packed_conv(data, weight, strides, padding, tile: int):
-    """NHWC convolution of 8-bit ``data`` by ``weight`` packed ``[KH, KW, O/tile, C/4, tile, 4]``,
-    int32 sums (zero padding)."""
+def _packed_conv(data, weight, strides, padding, tile: int, depth: int):
+    """NHWC convolution of 8-bit ``data`` by ``weight`` packed
+    ``[KH, KW, O/tile, C/depth, tile, depth]``, int32 sums (zero padding)."""
     top, left, bottom, right = padding
     if any(padding):
         data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0])
@@ -116,15 +116,15 @@ def _packed_conv(data, weight, strides, padding, tile: int):
     rc = tvm.te.reduce_axis((0, channels), "rc")
     return tvm.te.compute(out, lambda n, y, x, f: tvm.te.sum(
         data[n, y * strides[0] + ry, x * strides[1] + rx, rc].astype("int32")
-        * weight[ry, rx, f // tile, rc // _DEPTH, f % tile, rc % _DEPTH].astype("int32"),
+        * weight[ry, rx, f // tile, rc // depth, f % tile, rc % depth].astype("int32"),
         axis=[ry, rx, rc]), name="conv2d_nhwc")
 
 
 @mutator
 class _DotProductConvs(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, tile: int):
+    def __init__(self, mod: tvm.IRModule, dot: DotProduct):
         super().__init__(mod)
-        self._tile = tile
+        self._dot = dot
 
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
         call = super().visit_call_(call)
@@ -134,31 +134,33 @@ class _DotProductConvs(PyExprMutator):
         if (attrs.data_layout != "NHWC" or attrs.kernel_layout != "HWIO" or int(attrs.groups) != 1
                 or any(int(d) != 1 for d in attrs.dilation) or str(attrs.out_dtype) != "int32"
                 or not isinstance(weight, tvm.ir.expr.Constant)
-                or str(weight.value.dtype) != "int8"):
+                or str(weight.value.dtype) not in {"int8", self._dot.weight}):
             return call
         kh, kw, channels, out = weight.value.shape
-        if out % self._tile or channels % _DEPTH:
+        tile, depth = self._dot.tile, self._dot.depth
+        if out % tile or channels % depth:
             return call
         packed = (weight.value.numpy()
-                  .reshape(kh, kw, channels // _DEPTH, _DEPTH, out // self._tile, self._tile)
-                  .transpose(0, 1, 4, 2, 5, 3))
+                  .reshape(kh, kw, channels // depth, depth, out // tile, tile)
+                  .transpose(0, 1, 4, 2, 5, 3).astype(self._dot.weight))
         return self.builder_.call_te(
-            _packed_conv, call.args[0], relax.const(np.ascontiguousarray(packed), "int8"),
-            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], self._tile,
+            _packed_conv, call.args[0], relax.const(np.ascontiguousarray(packed)),
+            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding], tile, depth,
             primfunc_name_hint="conv2d_nhwc_int8")
 
 
-def dot_product_convs(tile: int) -> tvm.transform.Pass:
+def dot_product_convs(dot: DotProduct) -> tvm.transform.Pass:
     """int8 convolutions (not depthwise) with their weights packed for the target's dot product:
-    ``[KH, KW, O/tile, C/4, tile, 4]``, so that a tile of ``tile`` output channels (16 for x86
-    VNNI, 4 for ARM sdot) by 4 input channels is the intrinsic's ``[i, k]`` operand and lies
-    contiguous in memory, as the intrinsic reads it. MetaSchedule's rules then tensorize these
+    ``[KH, KW, O/tile, C/depth, tile, depth]`` (in the instruction's weight type), so that a tile
+    of ``tile`` output channels (16 for x86 VNNI, 8 for AVX2, 4 for ARM sdot) by ``depth`` input
+    channels (4; 2 for AVX2) is the intrinsic's ``[i, k]`` operand and lies contiguous in memory,
+    as the intrinsic reads it. MetaSchedule's rules then tensorize these
     kernels. (Not left to MetaSchedule's layout rewrite: it does not repack the operand of a
     tensorized block, and with HWIO weights the tile is neither ``[i, k]`` nor contiguous.)"""
 
     @tvm.transform.module_pass(opt_level=0, name="DotProductConvs")
     def rewrite(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        convs = _DotProductConvs(mod, tile)
+        convs = _DotProductConvs(mod, dot)
         for gv, func in list(mod.functions_items()):
             if isinstance(func, relax.Function):
                 convs.builder_.update_func(gv, convs.visit_expr(func))
@@ -167,14 +169,14 @@ def dot_product_convs(tile: int) -> tvm.transform.Pass:
     return rewrite
 
 
-def channels_last_passes(dot_tile: int | None = None) -> list:
+def channels_last_passes(dot: DotProduct | None = None) -> list:
     """Relax (before LegalizeOps): NCHW convolutions and their activations to NHWC; int8 weights
     packed for the target's dot product when it has one (``dot_product_convs``)."""
     return [
         clip_to_ops,
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
         *fold.passes(),
-        *([dot_product_convs(dot_tile)] if dot_tile else []),
+        *([dot_product_convs(dot)] if dot else []),
     ]
 
 

@@ -129,9 +129,7 @@ def kernel_flops(func: tvm.tirx.PrimFunc) -> float:
 def imported(loaded: LoadedModel, target: tvm.target.Target) -> tuple[tvm.IRModule, IntegerReport]:
     """The model in Relax, before fusion (quantized layers rewritten as integer operators for
     ``target``)."""
-    dot = intrinsics.int8_dot_product(target)
-    return integerize(_relax_import(loaded), intrinsics.DOT_PRODUCT_ACTIVATIONS.get(dot),
-                      intrinsics.DOT_PRODUCT_TILES.get(dot, 1))
+    return integerize(_relax_import(loaded), intrinsics.dot_product(target))
 
 
 def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:

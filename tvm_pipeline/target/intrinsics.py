@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from dataclasses import dataclass
 
 _PACKAGE = "tvm.s_tir.tensor_intrin"
 _ALL = ("cuda", "arm_cpu", "x86", "rocm", "hexagon", "riscv_cpu")   # what its __init__ imports
@@ -42,7 +43,48 @@ def register_for(kind: str, arch: str) -> tuple[str, ...]:
         importlib.import_module(f"{_PACKAGE}.{name}")
     if "x86" in names:
         _vnni_for_this_llvm()
+        _register_avx2_pair_dot()
     return names
+
+
+AVX2_PAIR_DOT = "dot_8x2_u8i16_avx2"
+
+
+def _register_avx2_pair_dot() -> None:
+    """``AVX2_PAIR_DOT``: 8 int32 sums, each of 2 products of a uint8 activation (the same 2 for
+    all 8) by int16 weights ``B[8, 2]``, with one ``vpmaddwd``: the 2 activations become a pair of
+    int16 (zero-extended) broadcast to the 8 lanes. Exact, unlike ``vpmaddubsw``."""
+    # pylint: disable=import-outside-toplevel,no-member,invalid-name
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((2,), "uint8", offset_factor=1),
+             B: T.Buffer((8, 2), "int16", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((2,), "uint8", offset_factor=1),
+             B: T.Buffer((8, 2), "int16", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            pair = T.cast(A[0], "int32") | T.shift_left(T.cast(A[1], "int32"), 16)
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.reinterpret(T.broadcast(pair, 8), dtype="int16x16"),
+                B.vload([0, 0], dtype="int16x16"), dtype="int32x8")
+
+    TensorIntrin.register(AVX2_PAIR_DOT, desc, impl, override=True)
 
 
 def _vnni_for_this_llvm() -> None:
@@ -77,23 +119,70 @@ def _vnni_for_this_llvm() -> None:
                           override=True)
 
 
-# The int8 dot-product instructions whose sums are exact (int32 sums of 8-bit products), by the
-# name MetaSchedule's schedule rules give them, with the activation type each multiplies by int8
-# weights. Left out on purpose: AVX-512 without VNNI (``vpmaddubsw`` saturates its int16 pair sums)
-# and AVX-VNNI (MetaSchedule's VNNI intrinsic is 512 bits wide).
-DOT_PRODUCT_ACTIVATIONS = {"vnni": "uint8", "dotprod": "int8"}
-# output channels each instruction computes, and the input channels it sums into each of them
-DOT_PRODUCT_TILES = {"vnni": 16, "dotprod": 4}
-DOT_PRODUCT_DEPTH = 4
+@dataclass(frozen=True)
+class DotProduct:
+    """An int8 dot-product instruction whose sums are exact (int32 sums of 8-bit products), as
+    the integer convolutions use it: ``tile`` output channels at a time, each the sum of ``depth``
+    products of an ``activation`` by a ``weight`` value; the weights are packed
+    ``[KH, KW, O/tile, C/depth, tile, depth]`` so that one instruction reads one contiguous tile.
+    ``intrinsic``: a tensor intrinsic of ours that MetaSchedule's rules for the target do not
+    know (None: the target's own rules tensorize)."""
+
+    activation: str
+    weight: str
+    tile: int
+    depth: int
+    intrinsic: str | None = None
+
+
+# by the name MetaSchedule's schedule rules give them. Left out on purpose: ``vpmaddubsw`` (its
+# int16 pair sums saturate) and AVX-VNNI (MetaSchedule's VNNI intrinsic is 512 bits wide).
+DOT_PRODUCTS = {
+    "vnni": DotProduct("uint8", "int8", 16, 4),          # x86 AVX-512 VNNI vpdpbusd, u8 x s8
+    "dotprod": DotProduct("int8", "int8", 4, 4),         # ARM sdot, s8 x s8
+    # x86 AVX2 vpmaddwd on u8 activations widened in registers and s16 weights: pairs of exact
+    # products (|255 x 32768| x 2 < 2^31), summed into 8 int32 lanes
+    "avx2": DotProduct("uint8", "int16", 8, 2, intrinsic=AVX2_PAIR_DOT),
+}
 
 
 def int8_dot_product(target) -> str | None:
-    """The exact int8 dot product ``target`` has (a key of ``DOT_PRODUCT_ACTIVATIONS``), or None:
-    ``vnni`` (x86 AVX-512 VNNI ``vpdpbusd``, u8 x s8) or ``dotprod`` (ARM ``sdot``, s8 x s8)."""
+    """The exact int8 dot product ``target`` has (a key of ``DOT_PRODUCTS``), or None: ``vnni``
+    (x86 AVX-512 VNNI), ``avx2`` (x86 AVX2 without it) or ``dotprod`` (ARM ``sdot``)."""
     from tvm.target import codegen  # pylint: disable=import-outside-toplevel
 
     if target.kind.name != "llvm":
         return None
     if "aarch64" in str(target.attrs.get("mtriple", "")):
         return "dotprod" if bool(target.features.has_dotprod) else None
-    return "vnni" if codegen.target_has_features("avx512vnni", target) else None
+    for name, feature in (("vnni", "avx512vnni"), ("avx2", "avx2")):
+        if codegen.target_has_features(feature, target):
+            return name
+    return None
+
+
+def dot_product(target) -> DotProduct | None:
+    return DOT_PRODUCTS.get(int8_dot_product(target))
+
+
+def search_rules(target) -> tuple[list, list] | None:
+    """(schedule rules, postprocessors) for MetaSchedule's search on ``target`` where its own
+    defaults do not tensorize the target's dot product: MetaSchedule's x86 rules (its generic CPU
+    rules with ``MultiLevelTilingWithIntrin`` for the intrinsic before ``MultiLevelTiling``, and
+    ``RewriteTensorize`` among the postprocessors) for our intrinsic. None: the target's own."""
+    # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms
+
+    dot = dot_product(target)
+    if dot is None or dot.intrinsic is None:
+        return None
+    rules = list(ms.schedule_rule.ScheduleRule.create("llvm"))
+    at = next(i for i, r in enumerate(rules) if type(r).__name__ == "MultiLevelTiling")
+    rules.insert(at, ms.schedule_rule.MultiLevelTilingWithIntrin(
+        dot.intrinsic, structure="SSRSRS", tile_binds=None, max_innermost_factor=64,
+        vector_load_lens=None, reuse_read=None,
+        reuse_write=ms.schedule_rule.ReuseType(req="may", levels=[1, 2], scope="global")))
+    postprocs = list(ms.postproc.Postproc.create("llvm"))
+    at = next(i for i, p in enumerate(postprocs) if type(p).__name__ == "RewriteLayout")
+    postprocs.insert(at, ms.postproc.RewriteTensorize(vectorize_init_loop=True))
+    return rules, postprocs

@@ -307,8 +307,9 @@ def _search_space(task, target):
     them (``lowering.schedules.postprocs``: candidates that cannot build are rejected before they
     take a trial)."""
     mod = task.dispatched[0]
+    own = intrinsics.search_rules(target)
     return ms.space_generator.PostOrderApply(
-        sch_rules="from-target", mutator_probs="from-target",
+        sch_rules=own[0] if own else "from-target", mutator_probs="from-target",
         postprocs=schedules.postprocs(mod[mod.get_global_vars()[0]], target))
 
 
