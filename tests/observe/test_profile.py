@@ -56,3 +56,24 @@ def test_profile_of_an_artifact_without_kernel_table_says_recompile(cli, small_v
     result = cli("profile", copy, "--runs", "1")
     assert result.code == 2
     assert "Recompile" in result.err and "Traceback" not in result.err
+
+
+def test_a_quantized_kernel_output_is_matched_despite_amplified_rounding():
+    """A quantized model's tensors drift from ONNX Runtime's by a few steps deep in the network;
+    the kernel's output still names its tensor (by correlation), and not an unrelated one."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from tvm_pipeline.observe.graph import Graph
+    from tvm_pipeline.observe.mapping import best_match
+
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"])]
+    info = [helper.make_tensor_value_info(n, TensorProto.UINT8, [1, 8, 6, 6]) for n in "xab"]
+    graph = Graph(helper.make_model(helper.make_graph(nodes, "g", info[:1], info[2:])))
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (1, 8, 6, 6)).astype(np.uint8) for _ in range(2))
+    drifted = np.clip(a.astype(int) + rng.integers(-3, 4, a.shape), 0, 255).astype(np.uint8)
+    nhwc = drifted.transpose(0, 2, 3, 1)
+    assert best_match(nhwc, {"a": a, "b": b}, graph) == "a"
+    assert best_match(nhwc, {"b": b}, graph) is None
+    assert best_match(nhwc.astype(np.float32), {"a": a}, graph) is None   # a float is no match

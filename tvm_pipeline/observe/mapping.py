@@ -21,6 +21,10 @@ from ..numbers import compare_arrays, finite_scale
 from .graph import Graph
 
 MATCH_RTOL = 1e-3       # max |kernel - onnx| relative to max |onnx|: still "the same tensor"
+# integer (quantized) tensors: 1 - the correlation of kernel and onnx values. A quantized model's
+# tensors drift from ONNX Runtime's by rounding ties amplified layer after layer (one step at the
+# first layers, several at the last), which no elementwise tolerance tells from another tensor
+MATCH_INTEGER = 0.02
 SAME_RTOL = 1e-7        # equal values in two tensors (a Reshape chain): take the later one
 
 
@@ -95,12 +99,30 @@ def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
     return comparison.deviation
 
 
+def _integer(value: np.ndarray) -> bool:
+    return np.issubdtype(value.dtype, np.integer)
+
+
+def uncorrelated(got: np.ndarray, ref: np.ndarray) -> float:
+    """1 - the correlation of two integer tensors of one shape (0: equal up to an offset); 0 for
+    equal constant tensors, 1 for a constant against a varying one."""
+    a, b = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    if norm == 0.0:
+        return 0.0 if np.array_equal(got, ref) else 1.0
+    return 1.0 - float(a @ b) / norm
+
+
 def best_match(value: np.ndarray, values: dict[str, np.ndarray], graph: Graph) -> str | None:
     """The ONNX tensor ``value`` holds, if any (ties of identical values: the latest in order)."""
-    best, best_err = None, MATCH_RTOL
+    integer = _integer(value)
+    best, best_err = None, MATCH_INTEGER if integer else MATCH_RTOL
     for name, ref in values.items():
+        if _integer(ref) != integer:
+            continue
         for view in _views(ref, value.shape):
-            err = relative_error(value, view)
+            err = uncorrelated(value, view) if integer else relative_error(value, view)
             later = best is not None and graph.order(name) > graph.order(best)
             if err < best_err - SAME_RTOL or (err <= best_err + SAME_RTOL and later):
                 best, best_err = name, min(err, best_err)
