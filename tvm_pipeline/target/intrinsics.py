@@ -135,8 +135,9 @@ class DotProduct:
     intrinsic: str | None = None
 
 
-# by the name MetaSchedule's schedule rules give them. Left out on purpose: ``vpmaddubsw`` (its
-# int16 pair sums saturate) and AVX-VNNI (MetaSchedule's VNNI intrinsic is 512 bits wide).
+# The exact int8 dot products, by the name MetaSchedule's schedule rules give them (ours: avx2).
+# Left out on purpose: ``vpmaddubsw`` (its int16 pair sums saturate) and AVX-VNNI (MetaSchedule's
+# VNNI intrinsic is 512 bits wide).
 DOT_PRODUCTS = {
     "vnni": DotProduct("uint8", "int8", 16, 4),          # x86 AVX-512 VNNI vpdpbusd, u8 x s8
     "dotprod": DotProduct("int8", "int8", 4, 4),         # ARM sdot, s8 x s8
