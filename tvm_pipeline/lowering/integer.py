@@ -16,11 +16,11 @@ which is the same number: ``sum((x - zx) * (w - zw)) = sum(x * (w - zw)) - zx * 
 The correction is a per-output-channel constant; where the convolution pads and ``zx != 0``, the
 input is padded with ``zx`` first (a padded tap then contributes ``zx * w``, which the correction
 removes), otherwise the convolution pads with 0 itself. On targets with an int8 dot product
-(4 input channels per step) a convolution whose input channels are not a multiple of 4 (a first
-layer's 3) gets the missing ones, with zero weights and the zero point as value, so that it too
-runs on the instruction. The float tail that follows (bias add,
-activation, residual add, the next ``quantize``) is elementwise, so operator fusion puts it in the
-same kernel: one kernel reads uint8/int8, accumulates int32 and writes the requantized uint8/int8.
+(4 input channels per step, 2 on AVX2) a convolution whose input channels are not a multiple of
+that (a first layer's 3) gets the missing ones, with zero weights and the zero point as value, so
+that it too runs on the instruction. The float tail that follows (bias add, activation, residual
+add, the next ``quantize``) is elementwise, so operator fusion puts it in the same kernel: one
+kernel reads uint8/int8, accumulates int32 and writes the requantized uint8/int8.
 
 Every per-tensor ``quantize``/``dequantize`` also becomes Relax elementwise operators (``divide``,
 ``round``, ``add``, clip as ``maximum``/``minimum``, ``astype``): they carry layout inference, so the

@@ -154,8 +154,7 @@ def dot_product_convs(dot: DotProduct) -> tvm.transform.Pass:
     ``[KH, KW, O/tile, C/depth, tile, depth]`` (in the instruction's weight type), so that a tile
     of ``tile`` output channels (16 for x86 VNNI, 8 for AVX2, 4 for ARM sdot) by ``depth`` input
     channels (4; 2 for AVX2) is the intrinsic's ``[i, k]`` operand and lies contiguous in memory,
-    as the intrinsic reads it. MetaSchedule's rules then tensorize these
-    kernels. (Not left to MetaSchedule's layout rewrite: it does not repack the operand of a
+    as the intrinsic reads it. MetaSchedule's rules then tensorize these kernels. (Not left to MetaSchedule's layout rewrite: it does not repack the operand of a
     tensorized block, and with HWIO weights the tile is neither ``[i, k]`` nor contiguous.)"""
 
     @tvm.transform.module_pass(opt_level=0, name="DotProductConvs")

@@ -302,17 +302,6 @@ def _records_per_workload(database, folder: Path) -> dict:
     return counts
 
 
-def _search_space(task, target):
-    """MetaSchedule's space for the target, with its postprocessors as the default schedules use
-    them (``lowering.schedules.postprocs``: candidates that cannot build are rejected before they
-    take a trial)."""
-    mod = task.dispatched[0]
-    own = intrinsics.search_rules(target)
-    return ms.space_generator.PostOrderApply(
-        sch_rules=own[0] if own else "from-target", mutator_probs="from-target",
-        postprocs=schedules.postprocs(mod[mod.get_global_vars()[0]], target))
-
-
 def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
          report: Callable[[TuneProgress], None] | None = None) -> TuneResult:
     """Tune every kernel of ``prepared`` into the target's database and return what was done."""
@@ -358,10 +347,12 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
         return TuneResult(folder, progress, "nothing-to-do", records_before, records_before)
     per_task = max(remaining)
     work_dir = folder / "logs"
+    first = todo[0].dispatched[0]
+    space = schedules.search_space(first[first.get_global_vars()[0]], target)
     # MetaSchedule's log set-up binds a console handler to sys.stdout; keep stdout for results.
     with contextlib.redirect_stdout(sys.stderr), _unnamed_handlers_set_aside():
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir=str(work_dir), seed=options.seed, space=_search_space(todo[0], target),
+            todo, work_dir=str(work_dir), seed=options.seed, space=space,
             strategy=ms.search_strategy.EvolutionarySearch(
                 population_size=options.search.population,
                 genetic_num_iters=options.search.genetic_iters))

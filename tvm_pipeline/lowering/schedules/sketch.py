@@ -74,9 +74,10 @@ def _context(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
     """MetaSchedule's search context: the rules its target picks, or ours where they do not know
     the target's dot product (``intrinsics.search_rules``); ``generic``: the plain CPU rules,
     without tensor intrinsics."""
-    rules = None if generic else intrinsics.search_rules(target)
     if generic:
         rules = (ms.schedule_rule.ScheduleRule.create("llvm"), ms.postproc.Postproc.create("llvm"))
+    else:
+        rules = intrinsics.search_rules(target)
     space = "post-order-apply" if rules is None else ms.space_generator.PostOrderApply(
         sch_rules=rules[0], postprocs=rules[1], mutator_probs=ms.mutator.Mutator.create("llvm"))
     return ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
@@ -85,6 +86,16 @@ def _context(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
 
 def design_spaces(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> list:
     return list(_context(func, target).generate_design_space())
+
+
+def search_space(func: tvm.tirx.PrimFunc, target: tvm.target.Target):
+    """The space ``tune`` searches for kernels like ``func``: the target's schedule rules (ours
+    where MetaSchedule's do not know its dot product) and :func:`postprocs`, which reject the
+    candidates that cannot build before they take a trial."""
+    own = intrinsics.search_rules(target)
+    return ms.space_generator.PostOrderApply(
+        sch_rules=own[0] if own else "from-target", mutator_probs="from-target",
+        postprocs=postprocs(func, target))
 
 
 def postprocs(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> list:
