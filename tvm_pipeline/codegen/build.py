@@ -30,8 +30,6 @@ from ..target.toolchains import Toolchain
 from ..tuning import borrow, database as db
 from .defaults import DefaultsResult, apply_defaults, race
 
-RACE_MIN_SHARE = 0.01     # kernels below 1% of the arithmetic keep their tuned or borrowed schedule
-
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -172,15 +170,8 @@ class _Schedules:
     defaults: DefaultsResult
 
 
-def _heavy(kernels: set[str], work: dict[str, float]) -> list[str]:
-    """The kernels doing at least ``RACE_MIN_SHARE`` of the model's arithmetic: the only ones
-    worth racing (each race costs an optimised build of both schedules)."""
-    total = sum(work.values()) or 1.0
-    return sorted(k for k in kernels if work.get(k, 0.0) >= RACE_MIN_SHARE * total)
-
-
 def _schedule(prepared: PreparedModule, options: BuildOptions, members: list,
-              target: tvm.target.Target, work: dict[str, float]) -> tuple[tvm.IRModule, _Schedules]:
+              target: tvm.target.Target) -> tuple[tvm.IRModule, _Schedules]:
     """Tuned, then borrowed, then default schedules (inside the target and database scopes)."""
     mod = _with_global_infos(relax.transform.MetaScheduleApplyDatabase()(prepared.mod),
                              prepared.mod)
@@ -196,7 +187,7 @@ def _schedule(prepared: PreparedModule, options: BuildOptions, members: list,
     if options.defaults and not backends.is_gpu(target):
         mod, defaults = apply_defaults(mod, prepared.target, target)
         if options.race:
-            mod = race(mod, prepared.mod, _heavy(tuned | set(borrowed), work), prepared.target,
+            mod = race(mod, prepared.mod, sorted(tuned | set(borrowed)), prepared.target,
                        target, defaults)
             defaults.scheduled += sorted(defaults.replaced)
             tuned -= set(defaults.replaced)
@@ -221,7 +212,7 @@ def build(prepared: PreparedModule, options: BuildOptions = BuildOptions()) -> B
     members = [db.open_json_database(d) for d in dirs]
     work = _work(prepared.mod)
     with target, db.union(members), tvm.transform.PassContext(opt_level=3):
-        mod, done = _schedule(prepared, options, members, target, work)
+        mod, done = _schedule(prepared, options, members, target)
         try:
             lowered = backends.relax_pipeline(target)(mod)
             executable = tvm.compile(lowered, target=target, relax_pipeline=None,

@@ -11,7 +11,9 @@ chooses them:
 - the next spatial axis (image width) gets a register tile of output columns, sized by
   ``register_tile`` from the target's register count;
 - every other spatial loop stays outer, where MetaSchedule's postprocessor parallelises them; the
-  reduction loops run inside, so the register tile accumulates over the whole reduction.
+  reduction loops run inside, so the register tile accumulates over the whole reduction;
+- a producer that is not inlined (the zero-padded input of a convolution) is computed inside the
+  consumer's outer tiles, one tile's window at a time (``compute_location``).
 """
 
 from __future__ import annotations
@@ -123,6 +125,21 @@ def reduction_tiles(extents: list[int]) -> list[list[int]]:
     """Two-level tiles of the reduction axes: all outer, so the register tile accumulates over
     the whole reduction."""
     return [[e, 1] for e in extents]
+
+
+ROOT = -1      # SampleComputeLocation's decision for "compute the producer at the root"
+
+
+def compute_location(spatial_axes: int | None) -> int:
+    """SampleComputeLocation's decision for a producer of a block tiled ``SSRSRS`` with
+    ``spatial_axes`` spatial axes (None: the consumer is not tiled, or not alone): the index of
+    the last loop of its two outer spatial tile levels, so each tile pads the input window it
+    reads while it is in cache, instead of a pass over the whole padded image before the
+    convolution (TVM takes the deepest legal loop at or above that index). Measured on the
+    x86-avx512 default schedules of MNASNet 1.0-224's convolutions, each timed alone: 1.54 ms at
+    the root, 1.25 ms here, 1.25 ms one loop deeper (inside the first reduction loop); depthwise
+    convolutions gain 1.5-4x (a 5x5 on 7x7x1152: 42.5 -> 14.6 us), the others are unchanged."""
+    return ROOT if spatial_axes is None else 2 * spatial_axes - 1
 
 
 def unroll_choice(candidates: list[int], has_reduction: bool) -> int:

@@ -30,7 +30,7 @@ from ...errors import TVM_ERRORS, raise_if_interrupted
 _TILE, _SPLIT, _CATEGORICAL, _LOCATION = ("SamplePerfectTile", "Split", "SampleCategorical",
                                           "SampleComputeLocation")
 _SPATIAL_LEVELS, _REDUCTION_LEVELS = 4, 2
-ROOT = -1                 # SampleComputeLocation: compute the producer at the root
+_TILING, _TILED = "meta_schedule.tiling_structure", "SSRSRS"
 _CUSTOM_RULE = "schedule_rule"
 _RFACTOR = "RFactor"
 _AUTO_TENSORIZE = "meta_schedule.auto_tensorize"
@@ -211,14 +211,14 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
     decisions, reduces = plan(func, trace, params)
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
 
-    def decide(inst, _inputs, attrs, decision):
+    def decide(inst, inputs, attrs, decision):
         name = inst.kind.name
         if name == _TILE:
             return decisions.get(inst, decision)
         if name == _CATEGORICAL:
             return policy.unroll_choice([int(c) for c in attrs[0]], reduces)
         if name == _LOCATION:
-            return ROOT
+            return policy.compute_location(_tiled_spatial_axes(sch, inputs[0]))
         return decision
 
     trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
@@ -238,6 +238,17 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
     if not all(_compact(match.source) for block in blocks for match in block.match_buffers):
         return None      # an intrinsic would read a strided operand as if it were contiguous
     return sch if packable(sch.mod["main"]) else None
+
+
+def _tiled_spatial_axes(sch: s_tir.Schedule, block) -> int | None:
+    """The spatial axes of ``block``'s only consumer where MetaSchedule tiled it ``SSRSRS``."""
+    consumers = sch.get_consumers(block)
+    if len(consumers) != 1:
+        return None
+    consumer = sch.get(consumers[0])
+    if str(consumer.annotations.get(_TILING, "")) != _TILED:
+        return None
+    return sum(int(v.iter_type) == int(tvm.tirx.IterVar.DataPar) for v in consumer.iter_vars)
 
 
 def _whole_vectors(sch: s_tir.Schedule) -> s_tir.Schedule:
