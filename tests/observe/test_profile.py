@@ -32,6 +32,10 @@ def test_profile_maps_every_heavy_node_to_exactly_one_kernel(cli, small_v2, smal
     assert data["model_ms"] > 0 and 0 < data["kernel_ms"]
     assert data["ort_ms"] > 0 and "Conv" in data["ort_ops"] or "FusedConv" in data["ort_ops"]
     assert "Conv" in data["tvm_ops"]
+    # ONNX Runtime's node times, each given to the kernel computing its nodes or left unclaimed
+    claimed = sum(k["ort_ms"] for k in data["kernels"])
+    assert abs(claimed + sum(data["ort_unclaimed"].values()) - sum(data["ort_ops"].values())) < 1e-6
+    assert all(k["ort_ms"] > 0 for k in data["kernels"] if k["op_type"] in HEAVY)
 
 
 def test_profile_text_names_kernels_nodes_and_reconciles(cli, small_v2_artifact):
@@ -77,3 +81,29 @@ def test_a_quantized_kernel_output_is_matched_despite_amplified_rounding():
     assert best_match(nhwc, {"a": a, "b": b}, graph) == "a"
     assert best_match(nhwc, {"b": b}, graph) is None
     assert best_match(nhwc.astype(np.float32), {"a": a}, graph) is None   # a float is no match
+
+
+def test_onnx_runtime_node_times_go_to_the_kernel_computing_those_nodes():
+    """ONNX Runtime names a fused node after its last op's output (``<tensor>_nchwc``), or keeps a
+    node's name; a BatchNormalization our frontend folded (its output computed by no kernel) is
+    walked up to its convolution's kernel; a node nobody computes stays unclaimed."""
+    from onnx import TensorProto, helper
+
+    from tvm_pipeline.observe.graph import Graph
+    from tvm_pipeline.observe.ort_nodes import attribute
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["bn_out"],
+                              name="bn"),
+             helper.make_node("Relu", ["bn_out"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["d"], name="dw"),
+             helper.make_node("Relu", ["d"], ["y"], name="relu2")]
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8, 8]) for n in "xy"]
+    weights = [helper.make_tensor(n, TensorProto.FLOAT, [4], [1.0] * 4)
+               for n in ("w", "s", "b", "m", "v", "w2")]
+    graph = Graph(helper.make_model(helper.make_graph(nodes, "g", info[:1], info[1:], weights)))
+    kernels = {"k_conv_relu": {"c", "r"}, "k_dw": {"d", "y"}, "k_copy": set()}
+    found = attribute({"bn_out_nchwc": 0.5, "r_nchwc_token_3": 0.25, "y_nchwc": 0.75,
+                       "dw": 0.125, "ReorderOutput": 0.0625}, graph, kernels)
+    assert found.by_kernel == {"k_conv_relu": 0.75, "k_dw": 0.875}
+    assert found.unclaimed == {"ReorderOutput": 0.0625}

@@ -11,18 +11,17 @@ The whole model is timed without instrument (median of ``runs``); what the kerne
 for is the VM's own work (dispatch, allocation and shape checks, reported as builtins when timed
 in-model). Each kernel is mapped to the ONNX nodes it computes by value (see ``mapping``) and
 carries its schedule source from the compile report. ONNX Runtime's profile of the same model
-(``enable_profiling``) is aggregated by op type beside ours, where each kernel counts for the
-main op it computes (a convolution, a matrix product, a pooling... else its first node's op).
+(``enable_profiling``) is laid beside it twice: node by node, each kernel next to ONNX Runtime's
+time for the nodes it computes (``ort_nodes``), and aggregated by op type, where each kernel
+counts for the main op it computes (a convolution, a matrix product, a pooling... else its first
+node's op).
 """
 
 from __future__ import annotations
 
 import collections
-import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -32,6 +31,7 @@ from ..frontend.load import load_proto
 from ..numbers import seeded_array
 from .graph import Graph, intermediate_values
 from .mapping import capture, map_calls
+from .ort_nodes import OrtProfile, attribute, profile_ort
 
 MAIN_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger", "Gemm", "MatMul",
             "MatMulInteger", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
@@ -61,6 +61,7 @@ class KernelProfile:
     ms: float                        # per model run, all calls together (median over runs)
     flops: float                     # per call
     nodes: list[tuple[str, str]] = field(default_factory=list)   # (ONNX node, op type)
+    ort_ms: float | None = None      # ONNX Runtime's time for the same nodes, per model run
 
     @property
     def gflops(self) -> float | None:
@@ -84,6 +85,7 @@ class ProfileResult:
     builtin_ms: float | None = None  # VM builtins (timed in-model only)
     ort_ms: float | None = None
     ort_ops: dict[str, float] = field(default_factory=dict)     # op type -> ms per run
+    ort_unclaimed: dict[str, float] = field(default_factory=dict)   # ORT node no kernel computes
 
     @property
     def kernel_ms(self) -> float:
@@ -108,18 +110,33 @@ class ProfileResult:
     def format(self, top: int = 20) -> str:
         lines = [f"Profile of {self.artifact} ({self.target}) on {self.where}: {self.method}; "
                  f"medians of {self.runs} runs", self._reconcile(), ""]
-        lines.append(f"{'#':>3}  {'kernel':44} {'source':8} {'calls':>5} {'ms':>8} {'%':>6} "
+        ort = f" {'ORT ms':>8} {'vs ORT':>7}" if self.ort_ops else ""
+        lines.append(f"{'#':>3}  {'kernel':44} {'source':8} {'calls':>5} {'ms':>8}{ort} {'%':>6} "
                      f"{'GFLOP/s':>8}  ONNX nodes")
         ranked = sorted(self.kernels, key=lambda k: -k.ms)
         for i, k in enumerate(ranked[:top], 1):
             gflops = f"{k.gflops:8.1f}" if k.gflops else f"{'-':>8}"
-            lines.append(f"{i:3}  {_cut(k.name, 44):44} {k.source:8} {k.calls:5} {k.ms:8.3f} "
+            lines.append(f"{i:3}  {_cut(k.name, 44):44} {k.source:8} {k.calls:5} {k.ms:8.3f}"
+                         f"{_against(k) if self.ort_ops else ''} "
                          f"{100 * k.ms / self.kernel_ms:6.1f} {gflops}  {_nodes(k.nodes)}")
         if len(ranked) > top:
             rest = sum(k.ms for k in ranked[top:])
             lines.append(f"     ... {len(ranked) - top} more kernels, {rest:.3f} ms together")
+        if self.ort_ops:
+            lines.append(self._gaps())
         lines += ["", self._by_op()]
         return "\n".join(lines)
+
+    def _gaps(self, count: int = 5) -> str:
+        """The kernels furthest behind ONNX Runtime on the same nodes, and its unclaimed time."""
+        behind = sorted((k for k in self.kernels if k.ort_ms), key=lambda k: k.ort_ms - k.ms)
+        text = ("Furthest behind ONNX Runtime on the same nodes: "
+                + ", ".join(f"{k.name} +{k.ms - k.ort_ms:.3f} ms" for k in behind[:count]
+                            if k.ms > k.ort_ms))
+        if self.ort_unclaimed:
+            text += (f"; ONNX Runtime time no kernel claims: {sum(self.ort_unclaimed.values()):.3f}"
+                     f" ms ({', '.join(sorted(self.ort_unclaimed)[:3])})")
+        return text
 
     def _reconcile(self) -> str:
         share = 100 * self.kernel_ms / self.model_ms if self.model_ms else float("nan")
@@ -150,6 +167,13 @@ class ProfileResult:
         if self.ort_ms is not None:
             lines.append(f"{'whole model':20} {self.model_ms:9.3f} {self.ort_ms:9.3f}")
         return "\n".join(lines)
+
+
+def _against(kernel: KernelProfile) -> str:
+    """ORT's ms for the kernel's nodes, and the kernel's time as a multiple of it."""
+    if not kernel.ort_ms:
+        return f" {'-':>8} {'-':>7}"
+    return f" {kernel.ort_ms:8.3f} {kernel.ms / kernel.ort_ms:6.2f}x"
 
 
 def _ms(value: float | None) -> str:
@@ -280,29 +304,6 @@ def _twin_node_names(loaded, feeds: dict[str, np.ndarray], table: dict[str, dict
             if k.removesuffix("_prepacked") in plain}
 
 
-def ort_profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                options: ProfileOptions) -> tuple[float, dict[str, float]]:
-    """ONNX Runtime on the same feeds: whole-model median ms, and ms per run by op type from its
-    own node profile (a separate session, so profiling does not slow the whole-model timing)."""
-    from ..run.bench import BenchOptions, time_runner  # pylint: disable=import-outside-toplevel
-    from ..run.validate import ort_runner, ort_session  # pylint: disable=import-outside-toplevel
-
-    whole = time_runner(ort_runner(model, options.threads), feeds,
-                        BenchOptions(warmup=options.warmup, runs=options.runs,
-                                     threads=options.threads))
-    with tempfile.TemporaryDirectory(prefix="tvm-pipeline-ort-profile-") as folder:
-        profiled = ort_session(model, options.threads, profile_prefix=str(Path(folder) / "ort"))
-        for _ in range(options.warmup + options.runs):
-            profiled.run(None, feeds)
-        events = json.loads(Path(profiled.end_profiling()).read_text())
-    ops: dict[str, float] = collections.Counter()
-    runs = options.warmup + options.runs
-    for event in events:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            ops[event.get("args", {}).get("op_name", "?")] += event.get("dur", 0) / 1e3 / runs
-    return whole.median_ms, dict(ops)
-
-
 def profile(artifact, model: onnx.ModelProto, runner, options: ProfileOptions = ProfileOptions(),
             remote: bool = False) -> ProfileResult:
     """Profile ``artifact`` with ``runner`` (local, or on a remote device when ``remote``);
@@ -328,7 +329,21 @@ def profile(artifact, model: onnx.ModelProto, runner, options: ProfileOptions = 
         names = _node_names(runner.vm, args, set(table), loaded.model, feeds, options.threads)
     kernels = [KernelProfile(n, info["source"], info["calls"], times.get(n, 0.0), info["flops"],
                              names.get(n, [])) for n, info in table.items()]
-    ort_ms, ort_ops = (ort_profile(model, feeds, options) if options.with_ort else (None, {}))
-    return ProfileResult(str(artifact.path), artifact.target_name,
-                         getattr(runner, "where", "this machine"), method, options.runs, model_ms,
-                         kernels, builtins, ort_ms, ort_ops)
+    result = ProfileResult(str(artifact.path), artifact.target_name,
+                           getattr(runner, "where", "this machine"), method, options.runs,
+                           model_ms, kernels, builtins)
+    if options.with_ort:
+        _beside_ort(result, profile_ort(model, feeds, options.runs, options.warmup,
+                                        options.threads), Graph(model), Graph(loaded.model))
+    return result
+
+
+def _beside_ort(result: ProfileResult, ort: OrtProfile, ran: Graph, mapped: Graph) -> None:
+    """ONNX Runtime's profile into ``result``: whole model, by op type, and per kernel (``ran``:
+    the graph ONNX Runtime ran; ``mapped``: the one the kernels' nodes were named from)."""
+    outputs = {node.name: node.outputs for node in mapped.nodes}
+    found = attribute(ort.by_node, ran, {k.name: {t for n, _ in k.nodes for t in outputs[n]}
+                                         for k in result.kernels})
+    for kernel in result.kernels:
+        kernel.ort_ms = found.by_kernel.get(kernel.name, 0.0)
+    result.ort_ms, result.ort_ops, result.ort_unclaimed = ort.model_ms, ort.by_op, found.unclaimed
