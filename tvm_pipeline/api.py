@@ -59,15 +59,17 @@ def tune(prepared: "PreparedModule", options: "TuneOptions | None" = None,
 
 
 def distill(target: TargetSpec | str | None = None, logs: str | None = None, keep: int = 1,
-            check: bool = True, merge: Sequence[str] = ()) -> "DistillResult":
+            check: bool = True, merge: Sequence[str] = (), replace: bool = False
+            ) -> "DistillResult":
     """Shrink the target's writable tuning database to its best verified records per workload,
-    after merging in the target's databases under the tuning-log roots ``merge``."""
+    after merging in the target's databases under the tuning-log roots ``merge`` (``replace``:
+    their records replace the database's own for the kernels they cover)."""
     from .tuning import database as db  # pylint: disable=import-outside-toplevel
     from .tuning.distill import distill as _distill  # pylint: disable=import-outside-toplevel
 
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
     return _distill(db.writable_root(logs) / spec.name, spec, keep, check,
-                    [Path(root) / spec.name for root in merge])
+                    [Path(root) / spec.name for root in merge], replace)
 
 
 @dataclass(frozen=True)

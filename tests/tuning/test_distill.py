@@ -119,3 +119,39 @@ def test_distill_of_a_database_with_a_wrong_schema_names_file_and_line(cli, tmp_
     assert f"{path}, line {line}" in res.err and "Error" not in res.err
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     assert {k: v for k, v in after.items() if k != db.LOCK_FILE} == before
+
+
+def test_distill_merge_with_replace_keeps_the_retimed_records_of_the_kernels_it_covers(tmp_path):
+    """Records re-timed on another machine replace the old ones of their kernels even when the
+    old ones are faster (timed on a faster machine); kernels the merge does not cover keep
+    theirs; and where no re-timed record passes the check, the old ones stay."""
+    spec = resolve_target(None)
+    target = spec.to_tvm()
+    mod, good, wrong = matmul_relu_kernel()
+    other_mod, other_good, other_wrong = matmul_relu_kernel(32, 16, 8)
+    third_mod, third_good, _ = matmul_relu_kernel(16, 16, 16)
+    ours, theirs = tmp_path / "ours" / spec.name, tmp_path / "theirs" / spec.name
+    _commit(ours, mod, [(good, 1e-6), (good, 2e-6)], target)       # the other machine: faster
+    _commit(ours, other_mod, [(other_good, 4e-6)], target)
+    _commit(ours, third_mod, [(third_good, 5e-6)], target)         # not re-timed
+    _commit(theirs, mod, [(good, 3e-6)], target)
+    _commit(theirs, other_mod, [(other_wrong, 1e-6)], target)      # re-timed, but wrong
+
+    result = distill(ours, spec, merge=[theirs], replace=True)
+
+    fresh = db.open_json_database(ours)
+    best = {m: [float(s) for s in fresh.get_top_k(fresh.commit_workload(m), 5)[0].run_secs]
+            for m in (mod, other_mod, third_mod)}
+    assert best == {mod: [3e-6], other_mod: [4e-6], third_mod: [5e-6]}
+    assert result.replaced == 2 and result.records_after == 3 and len(result.rejected) == 1
+    # without --replace the faster old record would have won
+    plain = tmp_path / "plain" / spec.name
+    _commit(plain, mod, [(good, 1e-6)], target)
+    distill(plain, spec, merge=[theirs])
+    again = db.open_json_database(plain)
+    assert [float(s) for s in again.get_top_k(again.commit_workload(mod), 1)[0].run_secs] == [1e-6]
+
+
+def test_distill_replace_without_merge_is_a_usage_error(cli, tmp_path):
+    res = cli("distill", "--logs", tmp_path, "--replace")
+    assert res.code == 2 and "--replace needs --merge" in res.err and "Traceback" not in res.err

@@ -21,6 +21,11 @@ def register(sub) -> None:
     parser.add_argument("--merge", action="append", default=[], metavar="ROOT",
                         help="first append the records of this tuning-log root's database for the "
                              "target (what tune --logs ROOT wrote); repeatable")
+    parser.add_argument("--replace", action="store_true",
+                        help="the merged records replace this database's records of the kernels "
+                             "they cover, instead of competing with them: for a run re-tuned on "
+                             "another machine (run times of two machines do not compare; a "
+                             "warm-started run re-measured the old best schedules there)")
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -30,13 +35,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.keep < 1:
         raise UsageError(f"--keep must be >= 1 (got {args.keep}).")
-    result = distill(args.target, args.logs, args.keep, not args.no_verify, args.merge)
+    if args.replace and not args.merge:
+        raise UsageError("--replace needs --merge ROOT: it says what the merged records replace.",
+                         hint="tvm-pipeline distill --target T --merge ROOT --replace")
+    result = distill(args.target, args.logs, args.keep, not args.no_verify, args.merge,
+                     args.replace)
     if args.json:
         common.emit_json(result.to_dict())
         return 0
     mb = 1024 * 1024
     if result.merged:
-        print(f"merged {result.merged} records from {', '.join(args.merge)}")
+        print(f"merged {result.merged} records from {', '.join(args.merge)}"
+              + (f", replacing {result.replaced} records of the kernels they cover"
+                 if args.replace else ""))
     if result.cost_samples:
         print(f"merged their cost models: {result.cost_samples} measurements kept, re-trained")
     for problem in result.cost_ignored:

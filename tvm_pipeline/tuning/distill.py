@@ -5,6 +5,10 @@ build never reads, since it applies the best record of each workload. ``distill`
 
 * first appends the records of other databases of the same target (``merge``: say a run tuned
   into a scratch root, or on another machine of the same kind), so the best of all of them is kept;
+  with ``replace``, the merged records replace this database's records of the kernels they cover
+  instead: run times measured on two machines do not compare (a 2-core Zen 5 times every kernel
+  faster than a 2-core Xeon, so its records would always win), and a run warm-started from this
+  database re-measured its best schedules on the new machine among its own records;
 * keeps, per workload, the ``keep`` fastest records whose schedules are verified on this machine
   against the unscheduled kernel (``verify``; skipped with a note for targets this machine cannot
   run); a record that fails is dropped and the next one is tried;
@@ -20,6 +24,7 @@ build never reads, since it applies the best record of each workload. ``distill`
 
 from __future__ import annotations
 
+import collections
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +51,7 @@ class DistillResult:
     rejected: list[str] = field(default_factory=list)   # records dropped as wrong
     note: str | None = None             # why verification was skipped
     merged: int = 0                     # records appended from the merged databases
+    replaced: int = 0                   # records dropped for merged ones of the same kernel
     cost_samples: int = 0               # measurements in the merged cost model (0: not merged)
     cost_ignored: tuple[str, ...] = ()  # cost-model files that could not be read, and why
 
@@ -54,7 +60,7 @@ class DistillResult:
                 "records_before": self.records_before, "records_after": self.records_after,
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "verified": self.verified, "rejected": self.rejected, "note": self.note,
-                "merged": self.merged, "cost_model_samples": self.cost_samples,
+                "merged": self.merged, "replaced": self.replaced, "cost_model_samples": self.cost_samples,
                 "cost_model_ignored": list(self.cost_ignored)}
 
 
@@ -86,13 +92,14 @@ class _Verifier:
 
 
 def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True,
-            merge: Sequence[Path] = ()) -> DistillResult:
+            merge: Sequence[Path] = (), replace: bool = False) -> DistillResult:
     """Rewrite ``folder``'s record file with the best ``keep`` verified records per workload, after
-    appending the records of the database folders in ``merge``."""
+    appending the records of the database folders in ``merge`` (with ``replace``: in place of
+    ``folder``'s records of the workloads they cover)."""
     if not merge and not (folder / db.WORKLOAD_FILE).exists():
         raise _no_database(folder, spec)
     with db.locked(folder, "distilling"):
-        return _distill_locked(folder, spec, keep, check, merge)
+        return _distill_locked(folder, spec, keep, check, merge, replace)
 
 
 def _no_database(folder: Path, spec: TargetSpec) -> TuningError:
@@ -102,9 +109,12 @@ def _no_database(folder: Path, spec: TargetSpec) -> TuningError:
 
 
 def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
-                    merge: Sequence[Path]) -> DistillResult:
+                    merge: Sequence[Path], replace: bool) -> DistillResult:
     """``distill`` with the database folder locked."""
     workload_path, record_path = folder / db.WORKLOAD_FILE, folder / db.RECORD_FILE
+    if replace and merge and workload_path.exists():
+        db.repair(folder)
+    old = db.count_records(folder) if replace and merge else 0    # records before the merge
     merged = db.merge(folder, merge) if merge else 0
     cost_samples, cost_ignored = costmodel.merge(folder, list(merge)) if merge else (0, ())
     if not workload_path.exists():
@@ -112,9 +122,14 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
     db.repair(folder)
     workloads = db.read_workloads(workload_path)
     lines = db.read_records(record_path, len(workloads))
+    retimed = {index for index, _ in lines[old:]} if old else set()
+    replaced: dict[int, list] = collections.defaultdict(list)   # old records of re-timed kernels
     by_workload: dict[int, list] = {}
-    for index, record_json in lines:
-        by_workload.setdefault(index, []).append(record_json)
+    for position, (index, record_json) in enumerate(lines):
+        if position < old and index in retimed:
+            replaced[index].append(record_json)
+        else:
+            by_workload.setdefault(index, []).append(record_json)
     verifier = _Verifier(spec) if check and spec.runs_on_host else None
     note = None if verifier or not check else (
         f"records were not verified: target {spec.name} does not run on this machine")
@@ -122,25 +137,37 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
     kept_lines, rejected, verified = [], [], 0
     for index in sorted(by_workload):
         records = by_workload[index]
-        ranked = sorted((r for r in records if _mean(r) is not None), key=_mean)
-        kept = []
-        for record_json in ranked:
-            if len(kept) >= keep:
-                break
-            if verifier is not None:
-                dev = verifier.deviation(workloads[index], record_json)
-                if dev > 1.0:
-                    rejected.append(f"workload {index}: a {_mean(record_json) * 1e6:.1f} us record "
-                                    f"deviates {dev:.3g}x the tolerance; dropped")
-                    continue
-                verified += 1
-            kept.append(record_json)
+        kept = _best(records, workloads[index], keep, verifier, rejected, index)
+        if not kept and replaced[index]:     # no merged record survived: the old ones stay
+            old_records = replaced.pop(index)
+            records = records + old_records
+            kept = _best(old_records, workloads[index], keep, verifier, rejected, index)
+        verified += len(kept) if verifier is not None else 0
         shash = str(workloads[index][0])
-        trials[shash] = trials.get(shash, 0) + len(records) - len(kept)
+        trials[shash] = trials.get(shash, 0) + len(records) + len(replaced[index]) - len(kept)
         kept_lines.extend(json.dumps([index, r], separators=(",", ":")) for r in kept)
     bytes_before = workload_path.stat().st_size + (record_path.stat().st_size if lines else 0)
     atomic_write(record_path, "".join(line + "\n" for line in kept_lines))
     db.write_trials(folder, trials)
     return DistillResult(folder, len(workloads), len(lines), len(kept_lines), bytes_before,
                          workload_path.stat().st_size + record_path.stat().st_size, verified,
-                         rejected, note, merged, cost_samples, cost_ignored)
+                         rejected, note, merged, sum(map(len, replaced.values())), cost_samples,
+                         cost_ignored)
+
+
+def _best(records: list, workload_line: list, keep: int, verifier: "_Verifier | None",
+          rejected: list[str], index: int) -> list:
+    """The ``keep`` fastest of ``records`` (of workload line ``index``) that pass the check, each
+    failure noted in ``rejected``."""
+    kept = []
+    for record_json in sorted((r for r in records if _mean(r) is not None), key=_mean):
+        if len(kept) >= keep:
+            break
+        if verifier is not None:
+            dev = verifier.deviation(workload_line, record_json)
+            if dev > 1.0:
+                rejected.append(f"workload {index}: a {_mean(record_json) * 1e6:.1f} us record "
+                                f"deviates {dev:.3g}x the tolerance; dropped")
+                continue
+        kept.append(record_json)
+    return kept
