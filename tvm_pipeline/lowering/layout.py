@@ -185,6 +185,9 @@ def mark_weights_passes() -> list:
 
 
 def pack_weights_passes() -> list:
-    """After the database is applied: run the weight packing on the constants at compile time."""
+    """After the database is applied: run the weight packing on the constants at compile time.
+    Packing a kernel's weights leaves a tuple of the packed constants and one item binding per
+    weight; ``CanonicalizeBindings`` passes the constants to the kernel directly, so the VM does
+    not build and index a tuple (4 builtin calls) before every kernel call."""
     return [relax.transform.SplitLayoutRewritePreproc(), *fold.passes(),
-            relax.transform.DeadCodeElimination()]
+            relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()]
