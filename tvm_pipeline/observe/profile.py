@@ -129,10 +129,11 @@ class ProfileResult:
 
     def _gaps(self, count: int = 5) -> str:
         """The kernels furthest behind ONNX Runtime on the same nodes, and its unclaimed time."""
-        behind = sorted((k for k in self.kernels if k.ort_ms), key=lambda k: k.ort_ms - k.ms)
+        behind = sorted((k for k in self.kernels if k.ort_ms and k.ms > k.ort_ms),
+                        key=lambda k: k.ort_ms - k.ms)[:count]
         text = ("Furthest behind ONNX Runtime on the same nodes: "
-                + ", ".join(f"{k.name} +{k.ms - k.ort_ms:.3f} ms" for k in behind[:count]
-                            if k.ms > k.ort_ms))
+                + ", ".join(f"{k.name} +{k.ms - k.ort_ms:.3f} ms" for k in behind)
+                if behind else "No kernel is behind ONNX Runtime on the same nodes")
         if self.ort_unclaimed:
             text += (f"; ONNX Runtime time no kernel claims: {sum(self.ort_unclaimed.values()):.3f}"
                      f" ms ({', '.join(sorted(self.ort_unclaimed)[:3])})")

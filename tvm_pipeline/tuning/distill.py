@@ -60,7 +60,8 @@ class DistillResult:
                 "records_before": self.records_before, "records_after": self.records_after,
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "verified": self.verified, "rejected": self.rejected, "note": self.note,
-                "merged": self.merged, "replaced": self.replaced, "cost_model_samples": self.cost_samples,
+                "merged": self.merged, "replaced": self.replaced,
+                "cost_model_samples": self.cost_samples,
                 "cost_model_ignored": list(self.cost_ignored)}
 
 
