@@ -26,7 +26,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..errors import TVM_ERRORS, raise_if_interrupted
 
-_CALL_TIR = "relax.call_tir"
+CALL_TIR = "relax.call_tir"
 _LITERALS = (relax.ShapeExpr, tvm.ir.StringImm, tvm.tirx.IntImm, tvm.tirx.FloatImm)
 
 
@@ -72,7 +72,7 @@ def _can_fold(value, folded: dict, mod: tvm.IRModule) -> bool:
         return False
     if not _static_tensor(value.ty):
         return False
-    if value.op.name == _CALL_TIR:
+    if value.op.name == CALL_TIR:
         callee = value.args[0]
         if not (isinstance(callee, relax.GlobalVar) and callee in mod
                 and isinstance(mod[callee], tvm.tirx.PrimFunc)):

@@ -34,7 +34,6 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from . import fold
 from ..target.intrinsics import DotProduct
 
-_CALL_TIR = "relax.call_tir"
 _CLIP = "relax.clip"
 _CONV2D = "relax.nn.conv2d"
 _CLIP_PARTS = (("maximum", topi.maximum, relax.op.maximum),
@@ -60,7 +59,7 @@ class _ClipToOps(PyExprMutator):
         call = super().visit_call_(call)
         if isinstance(call.op, tvm.ir.Op) and call.op.name == _CLIP:
             return self._clip_op(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name != _CALL_TIR:
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != fold.CALL_TIR:
             return call
         callee, args = call.args[0], call.args[1].fields
         if (len(args) != 2 or not isinstance(args[1], tvm.ir.expr.Constant)

@@ -265,12 +265,11 @@ def _model_ms(runner, args: list, options: ProfileOptions) -> float:
         return 1e3 * float(np.median(evaluator(*args).results[options.warmup:]))
 
 
-def _node_names(vm, args: list, kernels: set[str], model: onnx.ModelProto,
+def _node_names(vm, args: list, kernels: set[str], graph: Graph,
                 feeds: dict[str, np.ndarray], threads: int | None) -> dict[str, list[tuple[str, str]]]:
-    """Kernel -> the ONNX nodes (name, op type) its calls compute, in graph order, from one run
-    of ``vm`` on ``args`` (``feeds`` on the device)."""
-    graph = Graph(model)
-    values = intermediate_values(model, feeds, graph.computed(), threads)
+    """Kernel -> the ONNX nodes (name, op type) of ``graph`` its calls compute, in graph order,
+    from one run of ``vm`` on ``args`` (``feeds`` on the device)."""
+    values = intermediate_values(graph.model, feeds, graph.computed(), threads)
     values.update(feeds)
     calls, _ = capture(vm, args, kernels)
     found = map_calls(calls, graph, values, {a.data_ptr(): name for a, name in zip(args, feeds)})
@@ -281,7 +280,7 @@ def _node_names(vm, args: list, kernels: set[str], model: onnx.ModelProto,
             for k, v in nodes.items()}
 
 
-def _twin_node_names(loaded, feeds: dict[str, np.ndarray], table: dict[str, dict],
+def _twin_node_names(loaded, graph: Graph, feeds: dict[str, np.ndarray], table: dict[str, dict],
                      threads: int | None) -> dict[str, list[tuple[str, str]]]:
     """Node names for an artifact that cannot run here: the same model prepared for this machine
     fuses into the same kernels (the CPU preparation does not depend on the target); a build
@@ -299,7 +298,7 @@ def _twin_node_names(loaded, feeds: dict[str, np.ndarray], table: dict[str, dict
     device = tvm.cpu()
     vm = relax.VirtualMachine(twin.executable, device)
     args = [tvm.runtime.tensor(feeds[t.name], device) for t in loaded.inputs]
-    names = _node_names(vm, args, set(twin.signatures), loaded.model, feeds, threads)
+    names = _node_names(vm, args, set(twin.signatures), graph, feeds, threads)
     plain = {name.removesuffix("_prepacked"): name for name in table}
     return {plain[k.removesuffix("_prepacked")]: v for k, v in names.items()
             if k.removesuffix("_prepacked") in plain}
@@ -320,14 +319,15 @@ def profile(artifact, model: onnx.ModelProto, runner, options: ProfileOptions = 
     feeds = make_feeds(loaded.inputs, ValidateOptions(samples=1, seed=options.seed))[0]
     args = runner.to_device(feeds)
     model_ms = _model_ms(runner, args, options)
+    mapped = Graph(loaded.model)
     if remote:
         times, builtins = _time_on_device(runner, artifact, table, options), None
         method = "kernels timed one by one on the device (time evaluator)"
-        names = _twin_node_names(loaded, feeds, table, options.threads)
+        names = _twin_node_names(loaded, mapped, feeds, table, options.threads)
     else:
         times, builtins = _time_in_model(runner, args, set(table), options)
         method = "kernels timed inside the model (VM instrument)"
-        names = _node_names(runner.vm, args, set(table), loaded.model, feeds, options.threads)
+        names = _node_names(runner.vm, args, set(table), mapped, feeds, options.threads)
     kernels = [KernelProfile(n, info["source"], info["calls"], times.get(n, 0.0), info["flops"],
                              names.get(n, [])) for n, info in table.items()]
     result = ProfileResult(str(artifact.path), artifact.target_name,
@@ -335,7 +335,7 @@ def profile(artifact, model: onnx.ModelProto, runner, options: ProfileOptions = 
                            model_ms, kernels, builtins)
     if options.with_ort:
         _beside_ort(result, profile_ort(model, feeds, options.runs, options.warmup,
-                                        options.threads), Graph(model), Graph(loaded.model))
+                                        options.threads), Graph(model), mapped)
     return result
 
 
