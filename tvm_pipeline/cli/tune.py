@@ -119,6 +119,6 @@ def run(args: argparse.Namespace) -> int:
                   f"kernels: {len(d['candidates_rejected'])} rejected as wrong")
         if d["estimated_ms"] is not None:
             print(f"estimated latency of the tuned kernels: {d['estimated_ms']:.2f} ms (each timed "
-                  "alone with warm caches, summed; inside the model they take longer, 1.1-1.3x on "
-                  "a 2-core x86: `compile`, then `bench`, measure the model)")
+                  "alone with warm caches, summed; inside the model they take longer: `compile`, "
+                  "then `bench`, measure the model)")
     return 130 if result.stopped_by == "interrupt" else 0
