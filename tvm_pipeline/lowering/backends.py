@@ -46,23 +46,30 @@ def _common_lowering(target: tvm.target.Target, before: list = (), after: list =
     ]
 
 
-def _cpu_lowering(target: tvm.target.Target) -> list:
-    """Channels-last kernels with layout-free (packable) weights: see ``layout``."""
-    return _common_lowering(target, layout.channels_last_passes(intrinsics.dot_product(target)),
-                            layout.mark_weights_passes())
+def _cpu_lowering(target: tvm.target.Target, vector_bits: int) -> list:
+    """Channels-last kernels with layout-free (packable) weights (see ``layout``), convolutions'
+    output channels padded to whole vectors (see ``channels``)."""
+    return _common_lowering(
+        target, layout.channels_last_passes(intrinsics.dot_product(target), vector_bits // 32),
+        layout.mark_weights_passes())
+
+
+def _texture_lowering(target: tvm.target.Target, _vector_bits: int) -> list:
+    return texture.legalize_passes(target)
 
 
 # target key -> lowering passes; the first key a target has wins, else _common_lowering.
 LOWERINGS = {
-    "texture": texture.legalize_passes,
+    "texture": _texture_lowering,
     "cpu": _cpu_lowering,
 }
 
 
-def lowering_passes(target: tvm.target.Target) -> list:
+def lowering_passes(target: tvm.target.Target, vector_bits: int = 0) -> list:
+    """``vector_bits``: the target's SIMD width (its target file's), 0 where unknown."""
     for key, passes in LOWERINGS.items():
         if key in target.keys:
-            return passes(target)
+            return passes(target, vector_bits)
     return _common_lowering(target)
 
 

@@ -31,7 +31,7 @@ import tvm_ffi
 from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from . import fold
+from . import channels, fold
 from ..target.intrinsics import DotProduct
 
 _CLIP = "relax.clip"
@@ -167,13 +167,15 @@ def dot_product_convs(dot: DotProduct) -> tvm.transform.Pass:
     return rewrite
 
 
-def channels_last_passes(dot: DotProduct | None = None) -> list:
-    """Relax (before LegalizeOps): NCHW convolutions and their activations to NHWC; int8 weights
-    packed for the target's dot product when it has one (``dot_product_convs``)."""
+def channels_last_passes(dot: DotProduct | None = None, lanes: int = 1) -> list:
+    """Relax (before LegalizeOps): NCHW convolutions and their activations to NHWC; output
+    channels padded to whole vectors of ``lanes`` (``channels``); int8 weights packed for the
+    target's dot product when it has one (``dot_product_convs``)."""
     return [
         clip_to_ops,
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
         *fold.passes(),
+        *([channels.pad_channels(lanes)] if lanes > 1 else []),
         *([dot_product_convs(dot)] if dot else []),
     ]
 

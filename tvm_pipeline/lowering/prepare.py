@@ -94,14 +94,15 @@ def _last_line(err: Exception) -> str:
     return lines[-1] if lines else "no message"
 
 
-def fusion_passes(target: tvm.target.Target) -> list:
-    """Relax -> fused TIR kernels. Tuning and building must share this list (database keys)."""
+def fusion_passes(target: tvm.target.Target, vector_bits: int = 0) -> list:
+    """Relax -> fused TIR kernels. Tuning and building must share this list (database keys).
+    ``vector_bits``: the target's SIMD width (its target file's ``vector_bits``)."""
     return [
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         *fold.passes(),
-        *backends.lowering_passes(target),
+        *backends.lowering_passes(target, vector_bits),
     ]
 
 
@@ -139,7 +140,7 @@ def prepare(loaded: LoadedModel, target: TargetSpec) -> PreparedModule:
     mod, integer = imported(loaded, tvm_target)
     try:
         with tvm_target, tvm.transform.PassContext(opt_level=3):
-            mod = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
+            mod = tvm.transform.Sequential(fusion_passes(tvm_target, target.vector_bits))(mod)
     except TVM_ERRORS as err:
         raise_if_interrupted()
         raise ModelError(f"Preparing {loaded.name} for target {target.name} failed in TVM: "
