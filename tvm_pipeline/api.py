@@ -59,17 +59,22 @@ def tune(prepared: "PreparedModule", options: "TuneOptions | None" = None,
 
 
 def distill(target: TargetSpec | str | None = None, logs: str | None = None, keep: int = 1,
-            check: bool = True, merge: Sequence[str] = (), replace: bool = False
-            ) -> "DistillResult":
+            check: bool = True, merge: Sequence[str] = (), replace: bool = False, *,
+            prune_to: Sequence["str | os.PathLike"] = ()) -> "DistillResult":
     """Shrink the target's writable tuning database to its best verified records per workload,
     after merging in the target's databases under the tuning-log roots ``merge`` (``replace``:
-    their records replace the database's own for the kernels they cover)."""
+    their records replace the database's own for the kernels they cover); with ``prune_to`` (ONNX
+    models), only the kernels those models compile to on the target are kept."""
     from .tuning import database as db  # pylint: disable=import-outside-toplevel
     from .tuning.distill import distill as _distill  # pylint: disable=import-outside-toplevel
 
     spec = target if isinstance(target, TargetSpec) else resolve_target(target)
+    live = None
+    if prune_to:
+        live = frozenset().union(*(db.workload_hashes(prepare(model, spec), spec.to_tvm())
+                                   for model in prune_to))
     return _distill(db.writable_root(logs) / spec.name, spec, keep, check,
-                    [Path(root) / spec.name for root in merge], replace)
+                    [Path(root) / spec.name for root in merge], replace, live)
 
 
 @dataclass(frozen=True)

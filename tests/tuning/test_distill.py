@@ -155,3 +155,49 @@ def test_distill_merge_with_replace_keeps_the_retimed_records_of_the_kernels_it_
 def test_distill_replace_without_merge_is_a_usage_error(cli, tmp_path):
     res = cli("distill", "--logs", tmp_path, "--replace")
     assert res.code == 2 and "--replace needs --merge" in res.err and "Traceback" not in res.err
+
+
+def test_distill_prunes_to_the_live_kernels_and_renumbers_the_records(tmp_path):
+    spec = resolve_target(None)
+    target = spec.to_tvm()
+    kernels = [matmul_relu_kernel(*shape) for shape in ((32, 64, 48), (32, 16, 8), (16, 16, 16))]
+    folder = tmp_path / spec.name
+    workloads = [_commit(folder, mod, [(good, 1e-6 * (i + 2))], target)
+                 for i, (mod, good, _) in enumerate(kernels)]
+    orphan, _, _ = matmul_relu_kernel(8, 8, 8)
+    db.open_json_database(folder).commit_workload(orphan)          # a workload without records
+    live = frozenset(str(w.as_json()[0]) for w in (workloads[0], workloads[2]))
+
+    result = distill(folder, spec, live=live)
+
+    assert (result.workloads, result.workloads_after, result.pruned) == (4, 2, 1)
+    assert result.records_after == 2
+    fresh = db.open_json_database(folder)
+    for index in (0, 2):      # the kept records point at their own kernels after renumbering
+        [best] = fresh.get_top_k(fresh.commit_workload(kernels[index][0]), 5)
+        assert [float(s) for s in best.run_secs] == [1e-6 * (index + 2)]
+    assert not db.open_json_database(folder).has_workload(kernels[1][0])
+    assert not db.open_json_database(folder).has_workload(orphan)
+
+
+def test_an_interrupted_replace_is_finished_once_journaled_and_undone_before(tmp_path, monkeypatch):
+    spec = resolve_target(None)
+    mod, good, _ = matmul_relu_kernel()
+    folder = tmp_path / spec.name
+    _commit(folder, mod, [(good, 3e-6)], spec.to_tvm())
+    workloads = db.read_workloads(folder / db.WORKLOAD_FILE)
+    records = db.read_records(folder / db.RECORD_FILE, 1)
+    faster = [[0, [records[0][1][0], [1e-6], *records[0][1][2:]]]]
+    monkeypatch.setattr(db, "_finish_replace", lambda folder: None)    # killed before the renames
+    db.replace(folder, workloads, faster)
+    (folder / db.JOURNAL_FILE).unlink()                                # ... or before the journal
+    monkeypatch.undo()
+    db.repair(folder)
+    assert db.read_records(folder / db.RECORD_FILE, 1) == records      # undone: the old database
+    assert not list(folder.glob("*.new"))
+    monkeypatch.setattr(db, "_finish_replace", lambda folder: None)
+    db.replace(folder, workloads, faster)                              # journaled, then killed
+    monkeypatch.undo()
+    db.repair(folder)
+    assert db.read_records(folder / db.RECORD_FILE, 1) == faster       # finished: the new one
+    assert not (folder / db.JOURNAL_FILE).exists()

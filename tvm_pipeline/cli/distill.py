@@ -26,6 +26,11 @@ def register(sub) -> None:
                              "they cover, instead of competing with them: for a run re-tuned on "
                              "another machine (run times of two machines do not compare; a "
                              "warm-started run re-measured the old best schedules there)")
+    parser.add_argument("--prune-to", action="append", default=[], metavar="MODEL",
+                        help="keep only the kernels this ONNX model compiles to on the target "
+                             "(repeatable): every other kernel's records and workload are dropped, "
+                             "e.g. those a lowering change gave other shapes. Kernels without any "
+                             "record are always dropped")
     common.add_json(parser)
     parser.set_defaults(run=run)
 
@@ -39,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--replace needs --merge ROOT: it says what the merged records replace.",
                          hint="tvm-pipeline distill --target T --merge ROOT --replace")
     result = distill(args.target, args.logs, args.keep, not args.no_verify, args.merge,
-                     args.replace)
+                     args.replace, prune_to=args.prune_to)
     if args.json:
         common.emit_json(result.to_dict())
         return 0
@@ -52,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"merged their cost models: {result.cost_samples} measurements kept, re-trained")
     for problem in result.cost_ignored:
         print(f"note: ignored the unreadable cost model {problem}")
-    print(f"{result.folder}: {result.records_before} -> {result.records_after} records over "
-          f"{result.workloads} kernels, {result.bytes_before / mb:.1f} MB -> "
+    if args.prune_to:
+        print(f"dropped {result.pruned} kernels that none of {', '.join(args.prune_to)} compiles to")
+    print(f"{result.folder}: {result.records_before} -> {result.records_after} records, "
+          f"{result.workloads} -> {result.workloads_after} kernels, "
+          f"{result.bytes_before / mb:.1f} MB -> "
           f"{result.bytes_after / mb:.1f} MB; {result.verified} kept records verified against the "
           f"unscheduled kernels, {len(result.rejected)} dropped as wrong")
     for line in result.rejected:

@@ -2,7 +2,8 @@
 
 - ``lowering_passes``: Relax -> fused TIR kernels. Shared by tune and build (database keys), so the
   lists must not change without re-tuning. Targets with the ``texture`` key use the Adreno texture
-  legalization with our fixes (``texture``); CPU targets convert to channels-last first (``layout``).
+  legalization with our fixes (``texture``); CPU targets convert to channels-last first (``layout``)
+  and pad channels to whole vectors of their target file's ``vector_bits`` (``channels``).
 - ``after_database_pass``: on CPUs, the weight packing that tuned schedules chose is run on the
   constant weights at compile time (``layout``).
 - ``schedule_pass``: the default schedules for kernels the tuning database does not cover. GPU

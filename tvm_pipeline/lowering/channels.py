@@ -15,7 +15,7 @@ channels independently: elementwise activations, bias and scale constants (padde
 channel's value, so the padded lanes stay finite), residual adds of two padded tensors, depthwise
 convolutions (padded weights and groups), spatial means (squeeze-and-excite). A standard
 convolution reads a padded input with zero weights for the padded channels, so whatever they hold
-does not reach its output. A tensor stays padded only where every op that reads it can (``_plan``);
+does not reach its output. A tensor stays padded only where every op that reads it can (``_Plan``);
 elsewhere (concatenation, pooling, reshape, channel shuffle, the model's output) the convolution
 that pads is sliced at once, before its bias and activation, and Relax fuses the slice into its
 kernel. (Sliced after them, the kernel's epilogue would read only part of a padded bias, and

@@ -13,7 +13,9 @@ convolutions alike. The steps, all on the Relax module before lowering:
    layout inference (and fuse into the convolution before them).
 2. ``ConvertLayout`` to NHWC/HWIO: transposes remain only at the model's input and before the
    classifier's reshape; weight transposes are folded (weights are constants).
-3. On targets with an int8 dot product (``target.intrinsics.int8_dot_product``), int8 convolutions
+3. Channels padded to whole vectors of the target's lanes (``channels``), before 4 so that a
+   padded int8 convolution's channels are whole tiles of the instruction too.
+4. On targets with an int8 dot product (``target.intrinsics.int8_dot_product``), int8 convolutions
    other than depthwise get weights packed for the instruction (``dot_product_convs``).
 
 After fusion, ``AttachAttrLayoutFreeBuffers`` marks the constant weights of each kernel as

@@ -39,6 +39,8 @@ RECORD_FILE = "database_tuning_record.json"
 TRIALS_FILE = "database_trials.json"    # ours: trials that ``distill`` dropped, per workload hash
 LOGS_ENV = "TVM_PIPELINE_LOGS"
 LOCK_FILE = ".database.lock"            # filelock: held by every process that writes the files
+JOURNAL_FILE = ".database.replacing"    # ours: both files' new versions are complete (see replace)
+_NEW = ".new"
 
 
 def shipped_root() -> Path:
@@ -79,8 +81,44 @@ class RepairReport:
     dropped_lines: int
 
 
+def replace(folder: Path, workloads: list, records: list) -> None:
+    """Replace both files at once (``distill`` dropping workloads: the records' line numbers
+    change with the workload file, so one file must never be seen without the other). Both new
+    files are written beside the old ones, then a journal, then each is renamed into place; an
+    interrupted replace is finished (journal written) or undone (not yet) by the next
+    :func:`repair`."""
+    for name, lines in ((WORKLOAD_FILE, workloads), (RECORD_FILE, records)):
+        atomic_write(folder / (name + _NEW),
+                     "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+    atomic_write(folder / JOURNAL_FILE, "both new files complete\n")
+    _finish_replace(folder)
+
+
+def _finish_replace(folder: Path) -> None:
+    journal = folder / JOURNAL_FILE
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        new = folder / (name + _NEW)
+        if new.exists() and journal.exists():
+            os.replace(new, folder / name)
+        else:
+            new.unlink(missing_ok=True)
+    journal.unlink(missing_ok=True)
+
+
+def workload_hashes(prepared, target) -> set[str]:
+    """The structural hashes under which a database holds the kernels of ``prepared`` (a
+    ``PreparedModule``) for ``target`` (a ``tvm.target.Target``), as ``tune`` extracts them."""
+    import tvm_ffi  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    return {str(tvm_ffi.structural_hash(task.dispatched[0]))
+            for task in ms.relax_integration.extract_tasks(prepared.mod, target)}
+
+
 def repair(folder: Path) -> RepairReport:
-    """Drop unparseable lines (a record cut by a kill) so that MetaSchedule can load the rest."""
+    """Finish or undo an interrupted :func:`replace`, then drop unparseable lines (a record cut by
+    a kill) so that MetaSchedule can load the rest."""
+    _finish_replace(folder)
     dropped = 0
     for name in (WORKLOAD_FILE, RECORD_FILE):
         path = folder / name

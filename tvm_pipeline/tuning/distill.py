@@ -12,8 +12,12 @@ build never reads, since it applies the best record of each workload. ``distill`
 * keeps, per workload, the ``keep`` fastest records whose schedules are verified on this machine
   against the unscheduled kernel (``verify``; skipped with a note for targets this machine cannot
   run); a record that fails is dropped and the next one is tried;
-* keeps every workload line as is (records point at workloads by line number, so only the record
-  file is rewritten, atomically: an interrupted distill leaves the old database);
+* drops the workloads left without a record, and with ``live`` (the structural hashes of the
+  kernels some models compile to: ``--prune-to``) every workload not among them with its records:
+  kernels no model produces any more (a lowering change gave them other shapes) only take space.
+  Records point at workloads by line number, so then both files are rewritten together
+  (``database.replace``); otherwise only the record file, atomically. An interrupted distill leaves
+  the old database;
 * merges the cost models saved with the merged databases into this one's (``costmodel.merge``:
   their measurements together, re-trained), so tuning a new model on this target starts from all
   of them;
@@ -42,7 +46,7 @@ from ..target.spec import TargetSpec
 @dataclass
 class DistillResult:
     folder: Path
-    workloads: int
+    workloads: int                      # workload lines before
     records_before: int
     records_after: int
     bytes_before: int
@@ -54,9 +58,12 @@ class DistillResult:
     replaced: int = 0                   # records dropped for merged ones of the same kernel
     cost_samples: int = 0               # measurements in the merged cost model (0: not merged)
     cost_ignored: tuple[str, ...] = ()  # cost-model files that could not be read, and why
+    workloads_after: int = 0
+    pruned: int = 0                     # workloads with records that ``live`` left out
 
     def to_dict(self) -> dict:
         return {"database": str(self.folder), "workloads": self.workloads,
+                "workloads_after": self.workloads_after, "pruned": self.pruned,
                 "records_before": self.records_before, "records_after": self.records_after,
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
                 "verified": self.verified, "rejected": self.rejected, "note": self.note,
@@ -93,14 +100,16 @@ class _Verifier:
 
 
 def distill(folder: Path, spec: TargetSpec, keep: int = 1, check: bool = True,
-            merge: Sequence[Path] = (), replace: bool = False) -> DistillResult:
-    """Rewrite ``folder``'s record file with the best ``keep`` verified records per workload, after
+            merge: Sequence[Path] = (), replace: bool = False,
+            live: frozenset[str] | None = None) -> DistillResult:
+    """Rewrite ``folder``'s database with the best ``keep`` verified records per workload, after
     appending the records of the database folders in ``merge`` (with ``replace``: in place of
-    ``folder``'s records of the workloads they cover)."""
+    ``folder``'s records of the workloads they cover); with ``live``, only the workloads whose
+    structural hash it holds."""
     if not merge and not (folder / db.WORKLOAD_FILE).exists():
         raise _no_database(folder, spec)
     with db.locked(folder, "distilling"):
-        return _distill_locked(folder, spec, keep, check, merge, replace)
+        return _distill_locked(folder, spec, keep, check, merge, replace, live)
 
 
 def _no_database(folder: Path, spec: TargetSpec) -> TuningError:
@@ -110,7 +119,8 @@ def _no_database(folder: Path, spec: TargetSpec) -> TuningError:
 
 
 def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
-                    merge: Sequence[Path], replace: bool) -> DistillResult:
+                    merge: Sequence[Path], replace: bool,
+                    live: frozenset[str] | None) -> DistillResult:
     """``distill`` with the database folder locked."""
     workload_path, record_path = folder / db.WORKLOAD_FILE, folder / db.RECORD_FILE
     if replace and merge and workload_path.exists():
@@ -135,8 +145,9 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
     note = None if verifier or not check else (
         f"records were not verified: target {spec.name} does not run on this machine")
     trials = db.read_trials(folder)
+    pruned = {i for i in by_workload if live is not None and str(workloads[i][0]) not in live}
     kept_lines, rejected, verified = [], [], 0
-    for index in sorted(by_workload):
+    for index in sorted(set(by_workload) - pruned):
         records = by_workload[index]
         kept = _best(records, workloads[index], keep, verifier, rejected, index)
         if not kept and replaced[index]:     # no merged record survived: the old ones stay
@@ -146,14 +157,23 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
         verified += len(kept) if verifier is not None else 0
         shash = str(workloads[index][0])
         trials[shash] = trials.get(shash, 0) + len(records) + len(replaced[index]) - len(kept)
-        kept_lines.extend(json.dumps([index, r], separators=(",", ":")) for r in kept)
+        kept_lines.extend([index, r] for r in kept)
+    for index in pruned:
+        trials.pop(str(workloads[index][0]), None)
     bytes_before = workload_path.stat().st_size + (record_path.stat().st_size if lines else 0)
-    atomic_write(record_path, "".join(line + "\n" for line in kept_lines))
+    used = sorted({index for index, _ in kept_lines})
+    if len(used) == len(workloads):
+        atomic_write(record_path, "".join(json.dumps(line, separators=(",", ":")) + "\n"
+                                          for line in kept_lines))
+    else:
+        renumber = {old: new for new, old in enumerate(used)}
+        db.replace(folder, [workloads[i] for i in used],
+                   [[renumber[index], r] for index, r in kept_lines])
     db.write_trials(folder, trials)
     return DistillResult(folder, len(workloads), len(lines), len(kept_lines), bytes_before,
                          workload_path.stat().st_size + record_path.stat().st_size, verified,
                          rejected, note, merged, sum(map(len, replaced.values())), cost_samples,
-                         cost_ignored)
+                         cost_ignored, len(used), len(pruned))
 
 
 def _best(records: list, workload_line: list, keep: int, verifier: "_Verifier | None",
