@@ -155,3 +155,46 @@ def test_ctrl_c_stops_cleanly_and_keeps_records(tmp_path):
     assert "Traceback" not in stderr.read_text()
     kept = db.count_records(logs / detect_host_target().name)
     assert kept >= 1 and f"holds {kept} records" in out
+
+
+def _pooled_cnn(path, extra_conv: bool):
+    """conv3x3 + relu (+ conv1x1 + relu) -> global average pool: the pool is a kernel of its
+    own, the same kernel in both variants but with its reduction block named after a different
+    tensor."""
+    rng = np.random.default_rng(1)
+    f32 = TensorProto.FLOAT
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["a1"])]
+    inits = [const("w1", rng.normal(0, .3, (16, 3, 3, 3)).astype(np.float32))]
+    if extra_conv:
+        nodes += [helper.make_node("Conv", ["a1", "w2"], ["c2"], kernel_shape=[1, 1]),
+                  helper.make_node("Relu", ["c2"], ["a2"])]
+        inits.append(const("w2", rng.normal(0, .3, (16, 16, 1, 1)).astype(np.float32)))
+    nodes.append(helper.make_node("GlobalAveragePool", [nodes[-1].output[0]], ["y"]))
+    model = make_model(nodes, [helper.make_tensor_value_info("x", f32, [1, 3, 16, 16])],
+                       [helper.make_tensor_value_info("y", f32, [1, 16, 1, 1])], inits)
+    onnx.save(model, path)
+    return path
+
+
+def _reduction_blocks(prepared) -> set[str]:
+    return {line.split('T.sblock("')[1].split('"')[0]
+            for _, func in prepared.mod.functions_items() if hasattr(func, "body")
+            for line in func.script().splitlines() if 'T.sblock("' in line and "_red" in line}
+
+
+def test_two_models_with_the_same_kernel_under_other_names_tune_into_one_loadable_database(
+        tmp_path):
+    from tvm_pipeline.api import prepare, tune  # pylint: disable=import-outside-toplevel
+    from tvm_pipeline.tuning.tune import TuneOptions  # pylint: disable=import-outside-toplevel
+
+    first = prepare(_pooled_cnn(tmp_path / "a.onnx", extra_conv=False))
+    second = prepare(_pooled_cnn(tmp_path / "b.onnx", extra_conv=True))
+    assert _reduction_blocks(first) != _reduction_blocks(second)    # the case this is about
+    logs = tmp_path / "logs"
+    for prepared, trials in ((first, 4), (second, 8)):
+        tune(prepared, TuneOptions(logs=str(logs), trials_per_task=trials, trials_per_iter=4,
+                                   warm_start=False))
+    folder = logs / first.target.name
+    database = db.open_json_database(folder)        # MetaSchedule replays every record's trace
+    assert len(database.get_all_tuning_records()) == db.count_records(folder) > 8

@@ -290,6 +290,23 @@ def _existing(database, mod, counts: dict) -> tuple[int, float | None]:
     return counts.get(workload, 0), None if mean is None else 1e6 * mean
 
 
+def _as_stored(database, task):
+    """``task`` with the database's own copy of its kernel where it holds one.
+
+    MetaSchedule files a kernel under a stored workload that is structurally equal to it, and
+    structural equality ignores block names, which Relax derives from tensor names (a mean's
+    reduction block is ``<input>_red``). Two models' squeeze-excite means are the same kernel
+    with differently named blocks: tuned as extracted, the second model's records would name blocks
+    the stored workload does not have, and MetaSchedule then fails to load the whole database
+    (seen tuning GhostNet after MobileNet V3-large into one root: 189 such records). Tuned as the
+    stored copy, every record names the blocks of the workload it is filed under."""
+    mod = task.dispatched[0]
+    if not database.has_workload(mod):
+        return task
+    stored = database.commit_workload(mod).mod
+    return ms.ExtractedTask(task.task_name, task.mod, task.target, [stored], task.weight)
+
+
 def _records_per_workload(database, folder: Path) -> dict:
     """Trials per workload: records in the database plus those ``distill`` removed."""
     counts: dict = {}
@@ -321,7 +338,8 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     intrinsics.register_for(target.kind.name, prepared.target.arch)
     database = db.open_json_database(folder, create=True)
     records_before = db.count_records(folder)
-    extracted = ms.relax_integration.extract_tasks(prepared.mod, target)
+    extracted = [_as_stored(database, task)
+                 for task in ms.relax_integration.extract_tasks(prepared.mod, target)]
     others = [d for d in db.database_dirs(prepared.target.name, options.logs)
               if d != folder.resolve()]
     warm = (seed_defaults(database, extracted, prepared.target, target,
