@@ -79,8 +79,9 @@ def _op(value) -> str | None:
     return None
 
 
-def _conv_weight(value) -> np.ndarray | None:
-    """The constant HWIO weight of an NHWC convolution, or None for any other op."""
+def _conv_weight(value) -> tuple[int, ...] | None:
+    """The shape of the constant HWIO weight of an NHWC convolution, or None for any other op
+    (the weights themselves are read only where a convolution is rewritten)."""
     if _op(value) != _CONV2D:
         return None
     attrs, weight = value.attrs, value.args[1]
@@ -88,12 +89,12 @@ def _conv_weight(value) -> np.ndarray | None:
             or (attrs.out_layout or "NHWC") != "NHWC"
             or not isinstance(weight, tvm.ir.expr.Constant)):
         return None
-    return weight.value.numpy()
+    return tuple(weight.value.shape)
 
 
-def _depthwise(value, weight: np.ndarray) -> bool:
+def _depthwise(value, weight: tuple[int, ...]) -> bool:
     groups = int(value.attrs.groups)
-    return groups > 1 and groups == weight.shape[3] and weight.shape[2] == 1
+    return groups > 1 and groups == weight[3] and weight[2] == 1
 
 
 def _constant_fits(arg, channels: int) -> bool:
@@ -139,10 +140,10 @@ class _Plan:
         weight = _conv_weight(value)
         if weight is not None:
             if int(value.attrs.groups) == 1:
-                whole = padded(weight.shape[3], self.lanes)
-                return None if whole is None else (weight.shape[3], whole)
+                whole = padded(weight[3], self.lanes)
+                return None if whole is None else (weight[3], whole)
             source = self.width.get(value.args[0])
-            if _depthwise(value, weight) and source and source[0] == weight.shape[3]:
+            if _depthwise(value, weight) and source and source[0] == weight[3]:
                 return source
             return None
         if name in _UNARY or name in _BINARY:
@@ -196,7 +197,7 @@ class _PadChannels(PyExprMutator):
         call = super().visit_call_(call)
         weight = _conv_weight(original)
         if weight is not None:
-            return self._conv(original, call, weight, var)
+            return self._conv(original, call, weight[3], var)
         if var not in self._plan:
             return call
         args = [self._padded.get(a, a) for a in original.args]
@@ -218,18 +219,20 @@ class _PadChannels(PyExprMutator):
         return relax.op.strided_slice(self._padded[var], axes=[3], begin=[0],
                                       end=[self._plan[var][0]])
 
-    def _conv(self, original, call, weight: np.ndarray, var):
-        attrs, data, channels = call.attrs, call.args[0], weight.shape[3]
-        depthwise, reads_padded = _depthwise(original, weight), original.args[0] in self._padded
-        if reads_padded:
-            data = self._padded[original.args[0]]
-            if not depthwise:       # zero weights for the padded input channels
-                weight = _grow(weight, 2, _shape(data)[3], "zero")
+    def _conv(self, original, call, channels: int, var):
+        attrs, data = call.attrs, call.args[0]
         groups = int(attrs.groups)
+        reads_padded = original.args[0] in self._padded
         whole = self._plan[var][1] if var in self._plan else (
             None if groups != 1 else padded(channels, self._lanes))
         if whole is None and not reads_padded:
             return call
+        weight = call.args[1].value.numpy()
+        depthwise = _depthwise(original, weight.shape)
+        if reads_padded:
+            data = self._padded[original.args[0]]
+            if not depthwise:       # zero weights for the padded input channels
+                weight = _grow(weight, 2, _shape(data)[3], "zero")
         if whole is not None:
             weight = _grow(weight, 3, whole, "zero")
             groups = whole if depthwise else 1

@@ -81,6 +81,11 @@ class RepairReport:
     dropped_lines: int
 
 
+def json_lines(lines) -> str:
+    """``lines`` as MetaSchedule's JSON-lines files hold them: compact JSON, one per line."""
+    return "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+
+
 def replace(folder: Path, workloads: list, records: list) -> None:
     """Replace both files at once (``distill`` dropping workloads: the records' line numbers
     change with the workload file, so one file must never be seen without the other). Both new
@@ -88,8 +93,7 @@ def replace(folder: Path, workloads: list, records: list) -> None:
     interrupted replace is finished (journal written) or undone (not yet) by the next
     :func:`repair`."""
     for name, lines in ((WORKLOAD_FILE, workloads), (RECORD_FILE, records)):
-        atomic_write(folder / (name + _NEW),
-                     "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+        atomic_write(folder / (name + _NEW), json_lines(lines))
     atomic_write(folder / JOURNAL_FILE, "both new files complete\n")
     _finish_replace(folder)
 
@@ -265,11 +269,9 @@ def _merge_one(into: Path, source: Path) -> int:
             ours.append(workload)
         mapping[i] = index_of[key]
     records = [[mapping[i], record] for i, record in read_records(source / RECORD_FILE, len(theirs))]
-    atomic_write(into / WORKLOAD_FILE,
-                      "".join(json.dumps(w, separators=(",", ":")) + "\n" for w in ours))
+    atomic_write(into / WORKLOAD_FILE, json_lines(ours))
     existing = (into / RECORD_FILE).read_text() if (into / RECORD_FILE).exists() else ""
-    atomic_write(into / RECORD_FILE, existing + "".join(
-        json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    atomic_write(into / RECORD_FILE, existing + json_lines(records))
     trials = read_trials(into)
     for shash, count in read_trials(source).items():
         trials[shash] = trials.get(shash, 0) + count

@@ -29,7 +29,6 @@ build never reads, since it applies the best record of each workload. ``distill`
 from __future__ import annotations
 
 import collections
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -163,8 +162,7 @@ def _distill_locked(folder: Path, spec: TargetSpec, keep: int, check: bool,
     bytes_before = workload_path.stat().st_size + (record_path.stat().st_size if lines else 0)
     used = sorted({index for index, _ in kept_lines})
     if len(used) == len(workloads):
-        atomic_write(record_path, "".join(json.dumps(line, separators=(",", ":")) + "\n"
-                                          for line in kept_lines))
+        atomic_write(record_path, db.json_lines(kept_lines))
     else:
         renumber = {old: new for new, old in enumerate(used)}
         db.replace(folder, [workloads[i] for i in used],
