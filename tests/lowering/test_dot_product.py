@@ -89,6 +89,31 @@ def test_a_strided_weight_tile_is_not_tensorized():
     assert sdot not in packed.untensorized.script()
 
 
+def test_a_grouped_convolution_the_dot_product_does_not_fit_is_scheduled_quietly(capfd):
+    """MetaSchedule marks a grouped INT8 convolution (RegNet, ResNeXt) for VNNI, whose 16 x 4 tile
+    spans two groups of 8 channels: its ``RewriteTensorize`` drops the mark, keeps the blockized
+    loops and prints the whole kernel to stderr (~60 lines per sketch). The default schedule
+    computes the convolution, and the terminal stays clean."""
+    import tvm
+
+    from tvm_pipeline.tuning import verify
+
+    x = te.placeholder((1, 10, 10, 32), "uint8", name="x")
+    w = te.placeholder((3, 3, 8, 32), "int8", name="w")             # 4 groups of 8 channels
+    func = te.create_prim_func([x, w, topi.nn.group_conv2d_nhwc(x, w, 1, 1, 1, 4,
+                                                                out_dtype="int32")])
+    spec = resolve_target("x86-avx512")
+    target = spec.to_tvm()
+    intrinsics.register_for(target.kind.name, spec.arch)
+    capfd.readouterr()
+    with target:
+        scheduled = default_schedule(func, target, cpu_params(spec, target))
+    assert capfd.readouterr().err == ""
+    assert "vpdpbusd" not in scheduled.func.script()
+    assert verify.schedule_deviation(tvm.IRModule({"main": func}),
+                                     tvm.IRModule({"main": scheduled.func}), target) == 0
+
+
 def test_the_search_rejects_a_vector_loop_around_the_dot_product_before_building_it():
     """MetaSchedule's search vectorizes innermost spatial loops; one left outside the VNNI tile
     around the tensorized block does not build (TVM's vectorizer cannot widen the instruction).

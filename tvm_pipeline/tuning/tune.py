@@ -41,6 +41,7 @@ from ..target import intrinsics
 from ..errors import TVM_ERRORS, TuningError
 from ..numbers import mean_run_seconds
 from ..lowering import schedules
+from ..console import native_stderr
 from ..lowering.prepare import PreparedModule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -327,7 +328,8 @@ def tune(prepared: PreparedModule, options: TuneOptions = TuneOptions(),
         raise TuningError(f"Target {prepared.target.name} has no \"num-cores\"; MetaSchedule needs it "
                           "to tune an llvm target.", hint=f"Add it to {prepared.target.path}.")
     folder = db.writable_folder(prepared.target.name, options.logs)
-    with db.locked(folder, "tuning"):
+    # TVM's C++ warnings (a candidate's tile that the intrinsic does not fit prints the kernel)
+    with db.locked(folder, "tuning"), native_stderr(folder / "logs" / "native.log"):
         return _tune_into(folder, target, prepared, options, report)
 
 

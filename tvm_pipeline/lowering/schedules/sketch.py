@@ -24,6 +24,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from . import policy
+from ...console import native_stderr
 from ...target import intrinsics
 from ...errors import TVM_ERRORS, raise_if_interrupted
 
@@ -226,9 +227,13 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
         sch = _whole_vectors(sch)
     sch.enter_postproc()        # as MetaSchedule marks it: a record's trace can seed its search
     for postproc in postprocessors if postprocessors is not None else postprocs(func, target):
-        if not tensorize and isinstance(postproc, ms.postproc.RewriteTensorize):
-            continue
-        if not postproc.apply(sch):
+        if isinstance(postproc, ms.postproc.RewriteTensorize):
+            if not tensorize:
+                continue
+            applied = _tensorized(sch, postproc)
+        else:
+            applied = postproc.apply(sch)
+        if not applied:
             return None
     if not tensorize:
         return sch       # the twin of a tensorized schedule: only checked, never built
@@ -238,6 +243,16 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
     if not all(_compact(match.source) for block in blocks for match in block.match_buffers):
         return None      # an intrinsic would read a strided operand as if it were contiguous
     return sch if packable(sch.mod["main"]) else None
+
+
+def _tensorized(sch: s_tir.Schedule, rewrite) -> bool:
+    """MetaSchedule's ``RewriteTensorize`` applied to ``sch`` without its C++ log. Where a marked
+    tile does not fit the intrinsic (a grouped convolution whose 16 x 4 tile spans groups), it
+    drops the mark, keeps the blockized loops (which LLVM vectorizes: 1.8x faster than the
+    generic sketch on RegNetY-400MF's grouped INT8 convolutions), reports success, and prints
+    the whole kernel to stderr, ~60 lines per sketch."""
+    with native_stderr():
+        return rewrite.apply(sch)
 
 
 def _tiled_spatial_axes(sch: s_tir.Schedule, block) -> int | None:
