@@ -3,7 +3,8 @@
 - ``lowering_passes``: Relax -> fused TIR kernels. Shared by tune and build (database keys), so the
   lists must not change without re-tuning. Targets with the ``texture`` key use the Adreno texture
   legalization with our fixes (``texture``); CPU targets convert to channels-last first (``layout``)
-  and pad channels to whole vectors of their target file's ``vector_bits`` (``channels``).
+  and pad channels to whole vectors of their target file's ``vector_bits`` (``channels``), then
+  compute exp, sigmoid, tanh, erf and softmax with vectorizable polynomials (``fastmath``).
 - ``after_database_pass``: on CPUs, the weight packing that tuned schedules chose is run on the
   constant weights at compile time (``layout``).
 - ``schedule_pass``: the default schedules for kernels the tuning database does not cover. GPU
@@ -22,7 +23,7 @@ import tvm
 from tvm import relax
 
 from ..target import intrinsics
-from . import fold, layout, texture
+from . import fastmath, fold, layout, texture
 
 
 def is_gpu(target: tvm.target.Target) -> bool:
@@ -49,9 +50,11 @@ def _common_lowering(target: tvm.target.Target, before: list = (), after: list =
 
 def _cpu_lowering(target: tvm.target.Target, vector_bits: int) -> list:
     """Channels-last kernels with layout-free (packable) weights (see ``layout``), convolutions'
-    output channels padded to whole vectors (see ``channels``)."""
+    output channels padded to whole vectors (see ``channels``), transcendental functions as
+    polynomials (see ``fastmath``)."""
     return _common_lowering(
-        target, layout.channels_last_passes(intrinsics.dot_product(target), vector_bits // 32),
+        target, [*layout.channels_last_passes(intrinsics.dot_product(target), vector_bits // 32),
+                 fastmath.fast_math()],
         layout.mark_weights_passes())
 
 
