@@ -25,6 +25,5 @@ def test_corpus_model_compiles_with_no_naive_kernel(name, tmp_path):
     assert result.validation.passed
     # channels-last everywhere: transposes only at the input and before the classifier, except
     # ShuffleNet's channel shuffle, which is itself a transpose
-    inner = [k.name for k in prepared.kernels if "transpose" in k.name
-             and k.name not in ("transpose1", "fused_transpose1_reshape1")]
-    assert not inner or name == "shufflenet_v2_x1_0", inner
+    transposes = [k.name for k in prepared.kernels if "transpose" in k.name]
+    assert len(transposes) <= 2 or name == "shufflenet_v2_x1_0", transposes

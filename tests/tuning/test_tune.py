@@ -158,9 +158,9 @@ def test_ctrl_c_stops_cleanly_and_keeps_records(tmp_path):
 
 
 def _pooled_cnn(path, extra_conv: bool):
-    """conv3x3 + relu (+ conv1x1 + relu) -> global average pool: the pool is a kernel of its
-    own, the same kernel in both variants but with its reduction block named after a different
-    tensor."""
+    """conv3x3 + relu (+ conv1x1 + relu) -> global max pool: the pool is a kernel of its own, the
+    same kernel in both variants but with its reduction block named after a different tensor.
+    (Not an average pool: CPU lowering makes that a matrix product, ``lowering.means``.)"""
     rng = np.random.default_rng(1)
     f32 = TensorProto.FLOAT
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
@@ -170,7 +170,7 @@ def _pooled_cnn(path, extra_conv: bool):
         nodes += [helper.make_node("Conv", ["a1", "w2"], ["c2"], kernel_shape=[1, 1]),
                   helper.make_node("Relu", ["c2"], ["a2"])]
         inits.append(const("w2", rng.normal(0, .3, (16, 16, 1, 1)).astype(np.float32)))
-    nodes.append(helper.make_node("GlobalAveragePool", [nodes[-1].output[0]], ["y"]))
+    nodes.append(helper.make_node("GlobalMaxPool", [nodes[-1].output[0]], ["y"]))
     model = make_model(nodes, [helper.make_tensor_value_info("x", f32, [1, 3, 16, 16])],
                        [helper.make_tensor_value_info("y", f32, [1, 16, 1, 1])], inits)
     onnx.save(model, path)

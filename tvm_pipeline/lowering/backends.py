@@ -4,7 +4,8 @@
   lists must not change without re-tuning. Targets with the ``texture`` key use the Adreno texture
   legalization with our fixes (``texture``); CPU targets convert to channels-last first (``layout``)
   and pad channels to whole vectors of their target file's ``vector_bits`` (``channels``), then
-  compute exp, sigmoid, tanh, erf and softmax with vectorizable polynomials (``fastmath``).
+  compute spatial means as one-row matrix products (``means``) and exp, sigmoid, tanh, erf and
+  softmax with vectorizable polynomials (``fastmath``).
 - ``after_database_pass``: on CPUs, the weight packing that tuned schedules chose is run on the
   constant weights at compile time (``layout``).
 - ``schedule_pass``: the default schedules for kernels the tuning database does not cover. GPU
@@ -23,7 +24,7 @@ import tvm
 from tvm import relax
 
 from ..target import intrinsics
-from . import fastmath, fold, layout, texture
+from . import fastmath, fold, layout, means, texture
 
 
 def is_gpu(target: tvm.target.Target) -> bool:
@@ -54,7 +55,7 @@ def _cpu_lowering(target: tvm.target.Target, vector_bits: int) -> list:
     polynomials (see ``fastmath``)."""
     return _common_lowering(
         target, [*layout.channels_last_passes(intrinsics.dot_product(target), vector_bits // 32),
-                 fastmath.fast_math()],
+                 means.spatial_means(), fastmath.fast_math()],
         layout.mark_weights_passes())
 
 

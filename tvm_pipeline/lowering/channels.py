@@ -57,7 +57,7 @@ def padded(channels: int, lanes: int) -> int | None:
     return whole if whole - channels <= MAX_GROWTH * channels else None
 
 
-def _shape(expr) -> list[int] | None:
+def static_shape(expr) -> list[int] | None:
     shape = getattr(getattr(expr, "ty", None), "shape", None)
     values = list(getattr(shape, "values", None) or [])
     if not values or not all(isinstance(v, tvm.tirx.IntImm) for v in values):
@@ -232,7 +232,7 @@ class _PadChannels(PyExprMutator):
         if reads_padded:
             data = self._padded[original.args[0]]
             if not depthwise:       # zero weights for the padded input channels
-                weight = _grow(weight, 2, _shape(data)[3], "zero")
+                weight = _grow(weight, 2, static_shape(data)[3], "zero")
         if whole is not None:
             weight = _grow(weight, 3, whole, "zero")
             groups = whole if depthwise else 1

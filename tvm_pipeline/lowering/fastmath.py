@@ -21,6 +21,8 @@ import tvm
 from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .rewrite import function_pass
+
 
 def _sigmoid(x):
     return topi.divide(1.0, topi.add(1.0, topi.fast_exp(topi.negative(x))))
@@ -35,15 +37,7 @@ _FAST = {
 
 
 def fast_math() -> tvm.transform.Pass:
-    @tvm.transform.module_pass(opt_level=0, name="FastMath")
-    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _Rewriter(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
-    return transform
+    return function_pass("FastMath", _Rewriter)
 
 
 def _float32(expr) -> bool:

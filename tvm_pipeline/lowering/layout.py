@@ -34,6 +34,7 @@ from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from . import channels, fold
+from .rewrite import function_pass
 from ..target.intrinsics import DotProduct
 
 _CLIP = "relax.clip"
@@ -158,15 +159,7 @@ def dot_product_convs(dot: DotProduct) -> tvm.transform.Pass:
     as the intrinsic reads it. MetaSchedule's rules then tensorize these kernels. (Not left to MetaSchedule's layout rewrite: it does not repack the operand of a
     tensorized block, and with HWIO weights the tile is neither ``[i, k]`` nor contiguous.)"""
 
-    @tvm.transform.module_pass(opt_level=0, name="DotProductConvs")
-    def rewrite(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        convs = _DotProductConvs(mod, dot)
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                convs.builder_.update_func(gv, convs.visit_expr(func))
-        return convs.builder_.get()     # with the packed convolutions' PrimFuncs
-
-    return rewrite
+    return function_pass("DotProductConvs", lambda mod: _DotProductConvs(mod, dot))
 
 
 def channels_last_passes(dot: DotProduct | None = None, lanes: int = 1) -> list:
