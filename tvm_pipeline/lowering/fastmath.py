@@ -21,7 +21,7 @@ import tvm
 from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .rewrite import function_pass
+from .rewrite import function_pass, is_float32
 
 
 def _sigmoid(x):
@@ -40,17 +40,12 @@ def fast_math() -> tvm.transform.Pass:
     return function_pass("FastMath", _Rewriter)
 
 
-def _float32(expr) -> bool:
-    ty = getattr(expr, "ty", None)
-    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"
-
-
 @mutator
 class _Rewriter(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         name = call.op.name if isinstance(call.op, tvm.ir.Op) else None
-        if not call.args or not _float32(call.args[0]):
+        if not call.args or not is_float32(call.args[0]):
             return call
         if name in _FAST:
             return self.builder_.call_te(_FAST[name], call.args[0],

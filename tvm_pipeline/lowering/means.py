@@ -21,7 +21,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .channels import static_shape
-from .rewrite import function_pass
+from .rewrite import function_pass, is_float32
 
 MIN_PIXELS = 16        # smaller images (a 7x7 classifier pool's 49 pixels still qualify)
 
@@ -31,9 +31,8 @@ def spatial_means() -> tvm.transform.Pass:
 
 
 def _nhwc_float32(expr) -> list[int] | None:
-    ty = getattr(expr, "ty", None)
     shape = static_shape(expr)
-    if not isinstance(ty, relax.TensorType) or str(ty.dtype) != "float32" or shape is None:
+    if not is_float32(expr) or shape is None:
         return None
     return shape if len(shape) == 4 else None
 

@@ -21,3 +21,9 @@ def function_pass(name: str, rewriter: Callable[[tvm.IRModule], object]) -> tvm.
         return mutator.builder_.get()
 
     return transform
+
+
+def is_float32(expr) -> bool:
+    """Whether ``expr`` is a float32 tensor (by its inferred Relax type)."""
+    ty = getattr(expr, "ty", None)
+    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"

@@ -227,13 +227,10 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
         sch = _whole_vectors(sch)
     sch.enter_postproc()        # as MetaSchedule marks it: a record's trace can seed its search
     for postproc in postprocessors if postprocessors is not None else postprocs(func, target):
-        if isinstance(postproc, ms.postproc.RewriteTensorize):
-            if not tensorize:
-                continue
-            applied = _tensorized(sch, postproc)
-        else:
-            applied = postproc.apply(sch)
-        if not applied:
+        tensorizing = isinstance(postproc, ms.postproc.RewriteTensorize)
+        if tensorizing and not tensorize:
+            continue
+        if not (_apply_quietly(sch, postproc) if tensorizing else postproc.apply(sch)):
             return None
     if not tensorize:
         return sch       # the twin of a tensorized schedule: only checked, never built
@@ -245,8 +242,9 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
     return sch if packable(sch.mod["main"]) else None
 
 
-def _tensorized(sch: s_tir.Schedule, rewrite) -> bool:
-    """MetaSchedule's ``RewriteTensorize`` applied to ``sch`` without its C++ log. Where a marked
+def _apply_quietly(sch: s_tir.Schedule, rewrite) -> bool:
+    """MetaSchedule's ``RewriteTensorize`` applied to ``sch`` without its C++ log: whether the
+    postprocessor succeeded. Where a marked
     tile does not fit the intrinsic (a grouped convolution whose 16 x 4 tile spans groups), it
     drops the mark, keeps the blockized loops (which LLVM vectorizes: 1.8x faster than the
     generic sketch on RegNetY-400MF's grouped INT8 convolutions), reports success, and prints
