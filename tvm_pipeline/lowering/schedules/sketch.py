@@ -244,11 +244,11 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
 
 def _apply_quietly(sch: s_tir.Schedule, rewrite) -> bool:
     """MetaSchedule's ``RewriteTensorize`` applied to ``sch`` without its C++ log: whether the
-    postprocessor succeeded. Where a marked
-    tile does not fit the intrinsic (a grouped convolution whose 16 x 4 tile spans groups), it
-    drops the mark, keeps the blockized loops (which LLVM vectorizes: 1.8x faster than the
-    generic sketch on RegNetY-400MF's grouped INT8 convolutions), reports success, and prints
-    the whole kernel to stderr, ~60 lines per sketch."""
+    postprocessor succeeded. Where a marked tile does not fit the intrinsic (a grouped convolution
+    whose 16 x 4 tile spans groups), it drops the mark, keeps the blockized loops (which LLVM
+    vectorizes: 1.8x faster than the generic sketch on RegNetY-400MF's grouped INT8
+    convolutions), reports success, and prints the whole kernel to stderr, ~60 lines per
+    sketch."""
     with native_stderr():
         return rewrite.apply(sch)
 
