@@ -198,3 +198,12 @@ def test_two_models_with_the_same_kernel_under_other_names_tune_into_one_loadabl
     folder = logs / first.target.name
     database = db.open_json_database(folder)        # MetaSchedule replays every record's trace
     assert len(database.get_all_tuning_records()) == db.count_records(folder) > 8
+
+
+def test_a_time_budget_is_the_budget_unless_trials_are_given():
+    from tvm_pipeline.tuning.tune import trial_budget
+
+    assert trial_budget(None) == (2000, 64)
+    trials, per_task = trial_budget(600.0)
+    assert trials > 100_000 and per_task == 512    # 10 minutes at 3-4 trials/s: time binds
+    assert trial_budget(600.0, 300, 8) == (300, 8)

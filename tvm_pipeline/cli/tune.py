@@ -31,19 +31,21 @@ def register(sub) -> None:
     common.add_model(parser)
     common.add_target(parser)
     common.add_logs(parser)
-    parser.add_argument("--trials", type=int, default=2000,
-                        help="trials to measure in this run, all tasks together (default 2000; the "
-                             "last batch can take it up to one batch past)")
-    parser.add_argument("--trials-per-task", type=int, default=64,
-                        help="per-task budget, counting records already in the database (default 64)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="trials to measure in this run, all tasks together (default 2000, no "
+                             "limit with --time-budget; the last batch can take it up to one "
+                             "batch past)")
+    parser.add_argument("--trials-per-task", type=int, default=None,
+                        help="per-task budget, counting records already in the database (default "
+                             "64, 512 with --time-budget)")
     parser.add_argument("--trials-per-iter", type=int, default=64,
                         help="candidates measured per batch (default 64)")
     parser.add_argument("--time-budget", default=None, metavar="DURATION",
                         help="stop after the batch that crosses this wall-clock time (e.g. 30m)")
-    parser.add_argument("--search", choices=["default", "fast"], default="default",
-                        help="evolutionary search effort per batch: default (MetaSchedule's: "
-                             "population 512, 4 generations) or fast (256, 2): about half the "
-                             "search time per batch, for covering many tasks in a short budget")
+    parser.add_argument("--search", choices=["fast", "full"], default="fast",
+                        help="evolutionary search effort per batch: fast (default: population "
+                             "256, 2 generations; about half the search time per batch, so more "
+                             "trials in a time budget) or full (MetaSchedule's: 512, 4)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--cold", action="store_true",
                         help="no warm start: tasks without a record start from random samples "
@@ -79,17 +81,20 @@ class _Display:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import prepare, tune  # pylint: disable=import-outside-toplevel
-    from ..tuning.tune import SEARCH_PRESETS, TuneOptions  # pylint: disable=import-outside-toplevel
+    from ..tuning.tune import (  # pylint: disable=import-outside-toplevel
+        SEARCH_PRESETS, TuneOptions, trial_budget)
     from ..target.spec import resolve_target  # pylint: disable=import-outside-toplevel
     from ..target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
     from ..tuning import database as db  # pylint: disable=import-outside-toplevel
 
     for flag in ("trials", "trials_per_task", "trials_per_iter"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(args, flag)}).")
-    options = TuneOptions(max_trials=args.trials, trials_per_task=args.trials_per_task,
+    time_budget = parse_duration(args.time_budget)
+    trials, per_task = trial_budget(time_budget, args.trials, args.trials_per_task)
+    options = TuneOptions(max_trials=trials, trials_per_task=per_task,
                           trials_per_iter=args.trials_per_iter,
-                          time_budget_s=parse_duration(args.time_budget), logs=args.logs,
+                          time_budget_s=time_budget, logs=args.logs,
                           seed=args.seed, search=SEARCH_PRESETS[args.search],
                           warm_start=not args.cold,
                           remote=common.remote_options(args), ndk=args.ndk)
