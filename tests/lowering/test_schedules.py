@@ -163,3 +163,30 @@ def test_a_layout_kernel_vectorizes_whole_rows_without_gathers():
     assert "T.where" not in script
     assert verify.schedule_deviation(tvm.IRModule({"main": func}),
                                      tvm.IRModule({"main": scheduled}), target) <= 1.0
+
+
+def test_a_grouped_convolution_keeps_each_vector_inside_one_group():
+    """A grouped convolution reads the input channels of its output channel's group
+    (``ff // 16 * 16 + rc``): its default vectorizes 16 output channels on AVX-512, one group,
+    not the 32 a dense convolution gets (two groups' inputs in one vector: a gather per FMA),
+    and computes what the unscheduled kernel computes."""
+    from tvm import te, topi
+
+    from tvm_pipeline.lowering.schedules import cpu_params
+    from tvm_pipeline.target.spec import resolve_target
+    from tvm_pipeline.tuning import verify
+
+    x = te.placeholder((1, 16, 16, 64), "float32", name="x")
+    w = te.placeholder((3, 3, 16, 64), "float32", name="w")
+    func = te.create_prim_func([x, w, topi.nn.group_conv2d_nhwc(x, w, 1, 1, 1, 4)])
+    spec = resolve_target("x86-avx512")
+    target = spec.to_tvm()
+    params = cpu_params(spec, target)
+    assert policy.spatial_tiles([1, 16, 16, 64], True, params)[-1][-1] == 32   # dense: 2 vectors
+    assert policy.spatial_tiles([1, 16, 16, 64], True, params, 16)[-1][-1] == 16
+    with target:
+        scheduled = default_schedule(func, target, params).func
+    script = scheduled.script()
+    assert "T.vectorized(16)" in script and "T.vectorized(32)" not in script
+    assert verify.schedule_deviation(tvm.IRModule({"main": func}),
+                                     tvm.IRModule({"main": scheduled}), target) <= 1.0

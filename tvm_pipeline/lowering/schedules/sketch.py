@@ -16,6 +16,7 @@ The result is unchecked: callers verify it against the unscheduled kernel (``tun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import tvm
@@ -171,29 +172,60 @@ def _tile_groups(trace) -> list[list]:
     return groups + ([current] if current else [])
 
 
-def _loop_extents(func, trace) -> dict:
-    """Extent of the loop each SamplePerfectTile splits (replaying the sketch as sampled)."""
+def _loop_extents(func, trace) -> tuple[dict, dict]:
+    """Extent of the loop each SamplePerfectTile splits (replaying the sketch as sampled), and
+    the channel step of the block it tiles (``_channel_step``)."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    extents = {}
+    extents, steps = {}, {}
 
     def record(inst, inputs, _attrs, decision):
         if inst.kind.name == _TILE:
             extents[inst] = int(sch.get(inputs[0]).extent)
+            steps[inst] = _channel_step(sch, inputs[0])
         return decision
 
     trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=record)
-    return extents
+    return extents, steps
+
+
+def _channel_step(sch: s_tir.Schedule, loop) -> int | None:
+    """Where an index the block under ``loop`` reads or writes jumps along its last spatial axis
+    (the channels): the divisor ``d`` of a ``channel // d`` or ``channel % d`` (a grouped
+    convolution reads ``ff // 16 * 16 + rc``), the gcd of all such; None when there is none."""
+    blocks = sch.get_child_blocks(loop)
+    if not blocks:
+        return None
+    block = sch.get(blocks[0])
+    spatial = [iv.var for iv in block.iter_vars if iv.iter_type == tvm.tirx.IterVar.DataPar]
+    if not spatial:
+        return None
+    found: list[int] = []
+    for region in (*block.reads, *block.writes):
+        for axis in region.region:
+            _steps_of(axis.min, spatial[-1], found)
+    return math.gcd(*found) if found else None
+
+
+def _steps_of(expr, var, found: list[int]) -> None:
+    """Append the divisors of every ``var // d`` and ``var % d`` in ``expr`` to ``found``."""
+    if isinstance(expr, (tvm.tirx.FloorDiv, tvm.tirx.FloorMod)) and expr.a.same_as(var) \
+            and isinstance(expr.b, tvm.tirx.IntImm):
+        found.append(int(expr.b.value))
+    for child in (getattr(expr, "a", None), getattr(expr, "b", None)):
+        if child is not None:
+            _steps_of(child, var, found)
 
 
 def plan(func, trace, params: policy.CpuParams) -> tuple[dict, bool]:
     """The policy's tile decisions for every SamplePerfectTile, and whether the kernel reduces."""
-    extents = _loop_extents(func, trace)
+    extents, steps = _loop_extents(func, trace)
     decisions, reduces, tensorized = {}, False, _tensorizes(trace)
     for group in _tile_groups(trace):
         spatial = [i for i in group if int(i.attrs[0]) == _SPATIAL_LEVELS]
         reduction = [i for i in group if int(i.attrs[0]) == _REDUCTION_LEVELS]
         reduces = reduces or bool(reduction)
-        tiles = policy.spatial_tiles([extents[i] for i in spatial], bool(reduction), params)
+        tiles = policy.spatial_tiles([extents[i] for i in spatial], bool(reduction), params,
+                                     steps[spatial[-1]] if spatial else None)
         if tensorized:
             # the innermost loops get vectorized, and a loop around the intrinsic's vector
             # instruction cannot be: the register tile moves one level out (still inside the
