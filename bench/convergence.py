@@ -88,7 +88,7 @@ def tune_mode(prepared, mode: str, root: Path, minutes: float, args) -> dict:
 
     options = tp.TuneOptions(max_trials=100000, trials_per_task=args.trials_per_task,
                              time_budget_s=minutes * 60, logs=str(root),
-                             search=_fast_search(), warm_start=mode == "warm", seed=args.seed)
+                             warm_start=mode == "warm", seed=args.seed)
     result = tp.tune(prepared, options, report)
     wall = time.perf_counter() - start
     timeline.append((wall, db.count_records(folder)))
@@ -226,12 +226,6 @@ def minutes_per_mode(text: str, modes: list[str]) -> dict[str, float] | None:
     except ValueError:
         return None
     return {m: pairs[m] for m in modes} if all(m in pairs for m in modes) else None
-
-
-def _fast_search():
-    from tvm_pipeline.tuning.tune import SEARCH_PRESETS  # pylint: disable=import-outside-toplevel
-
-    return SEARCH_PRESETS["fast"]
 
 
 if __name__ == "__main__":

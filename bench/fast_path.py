@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import tvm_pipeline as tp
-from tvm_pipeline.tuning.tune import SEARCH_PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import add_bench_args, add_output_args, bench_artifact, output_dirs, write_results  # noqa: E402  pylint: disable=wrong-import-position
@@ -71,8 +70,7 @@ def main() -> int:
     if args.own_minutes > 0:
         own = Path(tempfile.mkdtemp(prefix="fast-path-own-"))
         tuned = tp.tune(prepared, tp.TuneOptions(max_trials=100000, trials_per_task=64,
-                                                 time_budget_s=args.own_minutes * 60, logs=str(own),
-                                                 search=SEARCH_PRESETS["fast"]))
+                                                 time_budget_s=args.own_minutes * 60, logs=str(own)))
         rows["own-tuned"] = measure(prepared, work / f"{spec.name}-own.tvm",
                                     tp.CompileOptions(logs=str(own), shipped_logs=False, borrow=False,
                                                       defaults=False),
