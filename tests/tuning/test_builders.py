@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
@@ -21,6 +23,7 @@ def test_the_build_limit_follows_the_slowest_tenth_of_the_builds_so_far():
 
 
 def test_a_build_slower_than_the_adapted_limit_times_out_and_the_next_batch_builds(monkeypatch):
+    """... and closing the builder removes every candidate's files, run or not."""
     _, good, _ = matmul_relu_kernel()
     target = tvm.target.Target(TARGET)
     builder = PersistentLocalBuilder(1, 60.0)
@@ -28,6 +31,8 @@ def test_a_build_slower_than_the_adapted_limit_times_out_and_the_next_batch_buil
     try:
         [first] = builder.build(batch)
         assert first.error_msg is None and len(builder.build_seconds) == 1
+        assert os.path.isfile(first.artifact_path)
+        assert os.path.commonpath([first.artifact_path, builder.root]) == builder.root
         builder.build_seconds.extend([1e-4] * 20)            # builds so far: all instantaneous
         monkeypatch.setattr(builders, "BUILD_LIMIT_FLOOR_S", 1e-3)
         [cut] = builder.build(batch)
@@ -36,4 +41,5 @@ def test_a_build_slower_than_the_adapted_limit_times_out_and_the_next_batch_buil
         [again] = builder.build(batch)
         assert again.error_msg is None
     finally:
-        builder.shutdown()
+        builder.close()
+    assert not os.path.exists(builder.root)

@@ -49,7 +49,7 @@ def test_guard_turns_a_wrong_new_best_into_a_failed_run():
         [bad_again] = measure_batch(wrong)
         assert "wrong output" in bad_again.error_msg and guard.checked == 3
     finally:
-        builder.shutdown()
+        builder.close()
         guard.close()
 
 

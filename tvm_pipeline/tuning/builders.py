@@ -6,7 +6,9 @@ these machines) before building anything: 8 candidates cost ~45 s. This builder 
 alive (recycling them every ``recycle_every`` batches, as the stock builder's comment worries about
 worker memory growth), and its build function imports only what a build needs. Candidates still
 build in separate processes, so a compiler crash or hang costs one candidate (timeout), not the
-tuning run. A build taking far longer than the others (a reduction whose unrolled loops LLVM
+tuning run. Every candidate's library goes into one temporary folder of the builder's, removed when
+it closes: MetaSchedule removes a candidate's files after running it, but not those of a batch a
+stop cut short (2-3 folders per run were left in /tmp). A build taking far longer than the others (a reduction whose unrolled loops LLVM
 churns on) is cut at 10x the slowest tenth of the builds so far, not at the full timeout: seven such
 candidates of one EfficientNet-B0 kernel once cost 105 s of a 10-minute run.
 """
@@ -14,6 +16,7 @@ candidates of one EfficientNet-B0 kernel once cost 105 s of a 10-minute run.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections import deque
@@ -26,11 +29,12 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
 
-def build_candidate(mod, target, compiler: str | None = None) -> str:
+def build_candidate(mod, target, compiler: str | None = None, root: str | None = None) -> str:
     """Build one scheduled TIR module (worker side) and link it into a shared library for the
     runner: with the host's compiler for the local runner (linking here, in parallel workers,
     rather than in the runner's single process, which would link a tarball serially between
-    timings), or with ``compiler`` for a remote device (its RPC server loads a ``.so`` as is)."""
+    timings), or with ``compiler`` for a remote device (its RPC server loads a ``.so`` as is);
+    into a new folder under ``root`` (default: the system's temporary folder)."""
     # pylint: disable=import-outside-toplevel
     from tvm.tirx import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
@@ -38,7 +42,7 @@ def build_candidate(mod, target, compiler: str | None = None) -> str:
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     module = tvm_build(mod, target=target)
-    folder = tempfile.mkdtemp(prefix="tvm-pipeline-cand-")
+    folder = tempfile.mkdtemp(prefix="tvm-pipeline-cand-", dir=root)
     path = os.path.join(folder, "tvm_tmp_mod.so")
     module.export_library(path, fcompile=cc.create_shared if compiler is None
                           else cc.cross_compiler(compiler))
@@ -92,6 +96,7 @@ class PersistentLocalBuilder(ms.builder.PyBuilder):
         self._batches = 0
         self.sources: dict = {}           # artifact path -> scheduled module, last batch only
         self.build_seconds: deque = deque(maxlen=512)   # of the latest successful builds
+        self.root = tempfile.mkdtemp(prefix="tvm-pipeline-cands-")   # removed by close()
 
     def _executor(self) -> PopenPoolExecutor:
         if self._pool is not None and self._batches >= self.recycle_every:
@@ -105,7 +110,7 @@ class PersistentLocalBuilder(ms.builder.PyBuilder):
     def build(self, build_inputs):
         results = []
         self.sources = {}
-        jobs = [(inp.mod, inp.target, self.compiler) for inp in build_inputs]
+        jobs = [(inp.mod, inp.target, self.compiler, self.root) for inp in build_inputs]
         pool = self._executor()
         limit = build_time_limit(self.build_seconds, self.timeout_sec)
         _set_timeout(pool, limit)
@@ -132,6 +137,12 @@ class PersistentLocalBuilder(ms.builder.PyBuilder):
         return float(res.value) if res.status == StatusKind.COMPLETE else float("inf")
 
     def shutdown(self) -> None:
+        """Stop the workers (the next batch starts new ones)."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+    def close(self) -> None:
+        """Stop the workers and remove every candidate's files."""
+        self.shutdown()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -35,9 +35,10 @@ class Measurement:
     guard: "CorrectnessGuard | None" = None   # local only: wrong candidates never win a task
 
     def close(self) -> None:
-        """Stop the builder's workers and the runner's (an RPC runner's workers may still be
-        waiting on a dead tracker: they are killed, not waited for)."""
-        self.builder.shutdown()
+        """Stop the builder's workers (removing the candidates' files) and the runner's (an RPC
+        runner's workers may still be waiting on a dead tracker: they are killed, not waited
+        for)."""
+        self.builder.close()
         if self.guard is not None:
             self.guard.close()
         pool = getattr(self.runner, "pool", None)
