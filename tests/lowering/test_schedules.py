@@ -190,3 +190,30 @@ def test_a_grouped_convolution_keeps_each_vector_inside_one_group():
     assert "T.vectorized(16)" in script and "T.vectorized(32)" not in script
     assert verify.schedule_deviation(tvm.IRModule({"main": func}),
                                      tvm.IRModule({"main": scheduled}), target) <= 1.0
+
+
+def test_a_parameter_read_by_several_blocks_keeps_its_layout():
+    """A per-channel parameter read by four blocks at four offsets (MixNet's batch norm fused
+    with a split into four): MetaSchedule's layout rewrite packed it for the first block's
+    indices and the others read wrong elements; the default schedule now computes what the
+    unscheduled kernel computes."""
+    from tvm import te
+
+    from tvm_pipeline.lowering.schedules import cpu_params
+    from tvm_pipeline.target.spec import resolve_target
+    from tvm_pipeline.tuning import verify
+
+    x = te.placeholder((1, 2, 2, 360), "float32", name="x")
+    scale = te.placeholder((1, 1, 1, 360), "float32", name="scale")
+    def part(k):
+        return te.compute((1, 2, 2, 90), lambda n, h, w, c:
+                          x[n, h, w, c + 90 * k] * scale[0, 0, 0, c + 90 * k], name=f"part{k}")
+
+    parts = [part(k) for k in range(4)]
+    func = te.create_prim_func([x, scale, *parts]).with_attr("layout_free_buffers", [1])
+    spec = resolve_target("x86-avx2")
+    target = spec.to_tvm()
+    with target:
+        scheduled = default_schedule(func, target, cpu_params(spec, target)).func
+    assert verify.schedule_deviation(tvm.IRModule({"main": func}),
+                                     tvm.IRModule({"main": scheduled}), target) <= 1.0

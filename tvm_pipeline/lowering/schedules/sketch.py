@@ -104,8 +104,9 @@ def postprocs(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> list:
     """The postprocessors MetaSchedule's search runs for ``func`` on ``target``: the target's
     kind picks them (on CPUs with int8 dot-product instructions, they include ``RewriteTensorize``,
     which turns the sketches' ``auto_tensorize`` blocks into the instructions), and then
-    :class:`NoVectorLoopAroundIntrinsic` before that one and :class:`PackableWeights` last."""
-    found = list(_context(func, target).space_generator.postprocs)
+    :class:`NoVectorLoopAroundIntrinsic` before that one and :class:`PackableWeights` last;
+    ``RewriteLayout`` is :class:`RewriteLayoutOfOneReader`."""
+    found = _guarded(_context(func, target).space_generator.postprocs)
     at = next((i for i, p in enumerate(found) if isinstance(p, ms.postproc.RewriteTensorize)),
               None)
     if at is None or target.kind.name != "llvm":       # CPU dot products only
@@ -134,6 +135,47 @@ class NoVectorLoopAroundIntrinsic(ms.postproc.PyPostproc):
 
     def clone(self) -> "NoVectorLoopAroundIntrinsic":
         return NoVectorLoopAroundIntrinsic()
+
+
+def _guarded(found) -> list:
+    """MetaSchedule's postprocessors with ``RewriteLayout`` replaced by
+    :class:`RewriteLayoutOfOneReader`."""
+    return [RewriteLayoutOfOneReader() if isinstance(p, ms.postproc.RewriteLayout) else p
+            for p in found]
+
+
+@derived_object
+class RewriteLayoutOfOneReader(ms.postproc.PyPostproc):
+    """MetaSchedule's ``RewriteLayout``, except in a kernel where one block is not the only reader
+    of a layout-free input (a weight, a per-channel parameter): it packs that buffer for one
+    reader's indices and the others then read wrong elements. MixNet's kernels of batch norm,
+    SiLU and a split into four: each split block reads its quarter of the 360 per-channel
+    parameters, which were packed as [45, 2] for the first quarter's indices (the default schedule
+    deviated 2e4x its tolerance and the kernel stayed naive). Such buffers keep their layout; the
+    other kernels are packed as before."""
+
+    def __init__(self):
+        self.inner = ms.postproc.RewriteLayout()
+
+    def _initialize_with_tune_context(self, context) -> None:
+        pass
+
+    def apply(self, sch: s_tir.Schedule) -> bool:
+        return _shared_layout_free(sch) or self.inner.apply(sch)
+
+    def clone(self) -> "RewriteLayoutOfOneReader":
+        return RewriteLayoutOfOneReader()
+
+
+def _shared_layout_free(sch: s_tir.Schedule) -> bool:
+    """Whether a layout-free input of the kernel is read by more than one block."""
+    func = sch.mod["main"]
+    if not func.attrs or "layout_free_buffers" not in func.attrs:
+        return False
+    free = [func.params[int(i)] for i in func.attrs["layout_free_buffers"]]
+    readers = [sum(any(region.source.same_as(buffer) for region in sch.get(block).reads)
+                   for block in _blocks(sch)) for buffer in free]
+    return any(count > 1 for count in readers)
 
 
 @derived_object
@@ -423,7 +465,7 @@ def default_schedule(func, target: tvm.target.Target, params: policy.CpuParams) 
 
 
 def _first_replaying(func, spaces, target, params, context, reasons: list[str]) -> Sketched | None:
-    postprocessors = list(context.space_generator.postprocs)
+    postprocessors = _guarded(context.space_generator.postprocs)
     for index in preference(spaces):
         try:
             scheduled = replay(func, spaces[index].trace, target, params, postprocessors)
