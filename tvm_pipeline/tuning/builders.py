@@ -7,10 +7,11 @@ alive (recycling them every ``recycle_every`` batches, as the stock builder's co
 worker memory growth), and its build function imports only what a build needs. Candidates still
 build in separate processes, so a compiler crash or hang costs one candidate (timeout), not the
 tuning run. Every candidate's library goes into one temporary folder of the builder's, removed when
-it closes: MetaSchedule removes a candidate's files after running it, but not those of a batch a
-stop cut short (2-3 folders per run were left in /tmp). A build taking far longer than the others (a reduction whose unrolled loops LLVM
-churns on) is cut at 10x the slowest tenth of the builds so far, not at the full timeout: seven such
-candidates of one EfficientNet-B0 kernel once cost 105 s of a 10-minute run.
+it closes (the folders of some candidates outlived their runs, runs that ended normally included:
+56 had piled up in /tmp here). A build taking far longer than the others (a reduction whose
+unrolled loops LLVM churns on) is cut at 10x the slowest tenth of the builds so far, not at the
+full timeout: seven such candidates of one EfficientNet-B0 kernel once cost 105 s of a 10-minute
+run.
 """
 
 from __future__ import annotations
