@@ -69,8 +69,9 @@ def main() -> int:
                                    tp.CompileOptions(logs=empty), args.runs, args.isolate)
     if args.own_minutes > 0:
         own = Path(tempfile.mkdtemp(prefix="fast-path-own-"))
-        tuned = tp.tune(prepared, tp.TuneOptions(max_trials=100000, trials_per_task=64,
-                                                 time_budget_s=args.own_minutes * 60, logs=str(own)))
+        options = tp.TuneOptions(max_trials=100000, trials_per_task=64,
+                                 time_budget_s=args.own_minutes * 60, logs=str(own))
+        tuned = tp.tune(prepared, options)
         rows["own-tuned"] = measure(prepared, work / f"{spec.name}-own.tvm",
                                     tp.CompileOptions(logs=str(own), shipped_logs=False, borrow=False,
                                                       defaults=False),
