@@ -154,28 +154,45 @@ class RewriteLayoutOfOneReader(ms.postproc.PyPostproc):
     deviated 2e4x its tolerance and the kernel stayed naive). Such buffers keep their layout; the
     other kernels are packed as before."""
 
-    def __init__(self):
+    def __init__(self, plain: bool = False):
         self.inner = ms.postproc.RewriteLayout()
+        self.plain = plain    # the task's kernel cannot end with a shared reader: no check
 
     def _initialize_with_tune_context(self, context) -> None:
-        pass
+        self.plain = context.mod is not None and not _may_share(context.mod)
 
     def apply(self, sch: s_tir.Schedule) -> bool:
-        return _shared_layout_free(sch) or self.inner.apply(sch)
+        return (not self.plain and _shared_layout_free(sch)) or self.inner.apply(sch)
 
     def clone(self) -> "RewriteLayoutOfOneReader":
-        return RewriteLayoutOfOneReader()
+        return RewriteLayoutOfOneReader(self.plain)   # MetaSchedule clones a task's initialized one
 
 
 def _shared_layout_free(sch: s_tir.Schedule) -> bool:
-    """Whether a layout-free input of the kernel is read by more than one block."""
-    func = sch.mod["main"]
+    """Whether a layout-free input of the scheduled kernel is read by more than one block."""
+    return any(count > 1 for count in _readers(sch, _layout_free(sch.mod["main"])))
+
+
+def _may_share(mod: tvm.IRModule) -> bool:
+    """Whether a schedule of the unscheduled kernel ``mod`` can have a layout-free input read by
+    more than one block: one is already, or a block's output is read by more than one block
+    (inlining that block copies its reads into each reader: MixNet's split)."""
+    sch = s_tir.Schedule(mod)
+    written = [region.source for block in _blocks(sch) for region in sch.get(block).writes]
+    return any(count > 1 for count in _readers(sch, _layout_free(mod["main"]) + written))
+
+
+def _layout_free(func) -> list:
     if not func.attrs or "layout_free_buffers" not in func.attrs:
-        return False
-    free = [func.params[int(i)] for i in func.attrs["layout_free_buffers"]]
-    readers = [sum(any(region.source.same_as(buffer) for region in sch.get(block).reads)
-                   for block in _blocks(sch)) for buffer in free]
-    return any(count > 1 for count in readers)
+        return []
+    return [func.params[int(i)] for i in func.attrs["layout_free_buffers"]]
+
+
+def _readers(sch: s_tir.Schedule, buffers: list) -> list[int]:
+    """How many blocks read each of ``buffers``."""
+    blocks = [sch.get(block) for block in _blocks(sch)]
+    return [sum(any(region.source.same_as(buffer) for region in block.reads) for block in blocks)
+            for buffer in buffers]
 
 
 @derived_object
