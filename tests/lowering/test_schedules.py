@@ -199,14 +199,13 @@ def test_a_parameter_read_by_several_blocks_keeps_its_layout():
     unscheduled kernel computes."""
     from tvm import te, topi
 
-    from tvm_pipeline.lowering.schedules import sketch
-
-    from tvm_pipeline.lowering.schedules import cpu_params
+    from tvm_pipeline.lowering.schedules import cpu_params, sketch
     from tvm_pipeline.target.spec import resolve_target
     from tvm_pipeline.tuning import verify
 
     x = te.placeholder((1, 2, 2, 360), "float32", name="x")
     scale = te.placeholder((1, 1, 1, 360), "float32", name="scale")
+
     def part(k):
         return te.compute((1, 2, 2, 90), lambda n, h, w, c:
                           x[n, h, w, c + 90 * k] * scale[0, 0, 0, c + 90 * k], name=f"part{k}")

@@ -62,17 +62,6 @@ PRIOR_SPEEDUP = 2.0           # expected of a kernel no tuned kernel of its stru
 SPEEDUP_RANGE = (1.1, 4.0)    # expected speed-ups are clipped to this (a nearest kernel can be far)
 
 
-def trial_budget(time_budget_s: float | None, trials: int | None = None,
-                 per_task: int | None = None) -> tuple[int, int]:
-    """(trials this run, trials per task), the ones not given defaulted: without a time budget,
-    2,000 and 64 (a run of about ten minutes); with one, the time is the budget: no limit on the
-    run and 512 per task (2,000 trials at 3.4/s would stop a 30-minute run after ten minutes, and
-    64 per task a model of 31 kernels after 1,984 trials)."""
-    default_trials, default_per_task = (1_000_000, 512) if time_budget_s else (2000, 64)
-    return (default_trials if trials is None else trials,
-            default_per_task if per_task is None else per_task)
-
-
 @dataclass(frozen=True)
 class TuneOptions:
     max_trials: int = 2000              # trials this run measures, all tasks (+ <1 batch)
@@ -88,6 +77,18 @@ class TuneOptions:
     run_timeout_s: float = 30.0         # per candidate (remote: the RPC session of one candidate)
     remote: "RemoteOptions | None" = None   # measure on devices at a tracker (remote.RemoteOptions)
     ndk: str | None = None              # remote Android devices: NDK root or clang++ for candidates
+
+
+def trial_budget(time_budget_s: float | None, trials: int | None = None,
+                 per_task: int | None = None) -> tuple[int, int]:
+    """(trials this run, trials per task), the ones not given defaulted: without a time budget,
+    ``TuneOptions``' (2,000 and 64, a run of about ten minutes); with one, the time is the budget: no limit on the
+    run and 512 per task (2,000 trials at 3.4/s would stop a 30-minute run after ten minutes, and
+    64 per task a model of 31 kernels after 1,984 trials)."""
+    default_trials, default_per_task = ((1_000_000, 512) if time_budget_s
+                                        else (TuneOptions.max_trials, TuneOptions.trials_per_task))
+    return (default_trials if trials is None else trials,
+            default_per_task if per_task is None else per_task)
 
 
 @dataclass
