@@ -86,7 +86,7 @@ def tune_mode(prepared, mode: str, root: Path, minutes: float, args) -> dict:
               f"{progress.estimated_ms if progress.estimated_ms is not None else float('nan'):.2f} ms",
               file=sys.stderr, flush=True)
 
-    options = tp.TuneOptions(max_trials=100000, trials_per_task=args.trials_per_task,
+    options = tp.TuneOptions(trials_per_task=args.trials_per_task,
                              time_budget_s=minutes * 60, logs=str(root),
                              warm_start=mode == "warm", seed=args.seed)
     result = tp.tune(prepared, options, report)

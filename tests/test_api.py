@@ -120,4 +120,4 @@ def test_package_verbs_are_not_shadowed_by_stage_modules():
 
     for verb in ("load", "prepare", "tune", "compile", "validate", "bench", "classify"):
         assert callable(getattr(tp, verb)), verb
-    assert tp.TuneOptions().trials_per_task > 0 and tp.BenchOptions().runs > 0
+    assert min(tp.TuneOptions().budget()) > 0 and tp.BenchOptions().runs > 0

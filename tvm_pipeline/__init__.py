@@ -16,7 +16,7 @@ The lifecycle, one verb per stage (the CLI ``tvm-pipeline`` mirrors it command f
     prepared = tp.prepare(model, target="x86-avx512")
 
     # 3. tune (optional, resumable): MetaSchedule + XGBoost into tuned_logs/<target>/
-    tp.tune(prepared, tp.TuneOptions(trials_per_task=64, time_budget_s=1800))
+    tp.tune(prepared, tp.TuneOptions(time_budget_s=1800))  # the time binds, not a trial count
     #    every candidate that would become a task's best is first checked against the unscheduled
     #    kernel; tp.distill("x86-avx512") then keeps only the best verified record per kernel
 

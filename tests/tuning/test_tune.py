@@ -201,9 +201,10 @@ def test_two_models_with_the_same_kernel_under_other_names_tune_into_one_loadabl
 
 
 def test_a_time_budget_is_the_budget_unless_trials_are_given():
-    from tvm_pipeline.tuning.tune import trial_budget
+    from tvm_pipeline.tuning.tune import TuneOptions  # pylint: disable=import-outside-toplevel
 
-    assert trial_budget(None) == (2000, 64)
-    trials, per_task = trial_budget(600.0)
+    assert TuneOptions().budget() == (2000, 64)
+    trials, per_task = TuneOptions(time_budget_s=600.0).budget()
     assert trials > 100_000 and per_task == 512    # 10 minutes at 3-4 trials/s: time binds
-    assert trial_budget(600.0, 300, 8) == (300, 8)
+    assert TuneOptions(time_budget_s=600.0, max_trials=300, trials_per_task=8).budget() == (300, 8)
+    assert TuneOptions(trials_per_task=8).budget() == (2000, 8)

@@ -82,7 +82,7 @@ class _Display:
 def run(args: argparse.Namespace) -> int:
     from ..api import prepare, tune  # pylint: disable=import-outside-toplevel
     from ..tuning.tune import (  # pylint: disable=import-outside-toplevel
-        SEARCH_PRESETS, TuneOptions, trial_budget)
+        SEARCH_PRESETS, TuneOptions)
     from ..target.spec import resolve_target  # pylint: disable=import-outside-toplevel
     from ..target.toolchains import toolchain_for  # pylint: disable=import-outside-toplevel
     from ..tuning import database as db  # pylint: disable=import-outside-toplevel
@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(args, flag)}).")
     time_budget = parse_duration(args.time_budget)
-    trials, per_task = trial_budget(time_budget, args.trials, args.trials_per_task)
-    options = TuneOptions(max_trials=trials, trials_per_task=per_task,
+    options = TuneOptions(max_trials=args.trials, trials_per_task=args.trials_per_task,
                           trials_per_iter=args.trials_per_iter,
                           time_budget_s=time_budget, logs=args.logs,
                           seed=args.seed, search=SEARCH_PRESETS[args.search],

@@ -2,7 +2,8 @@
 
 * Budgets: ``max_trials`` for this run, ``trials_per_task`` counted *including* the records already
   in the database (so re-running continues where the last run stopped, and a task that has its
-  budget is not tuned again), and an optional wall-clock ``time_budget_s``.
+  budget is not tuned again), and an optional wall-clock ``time_budget_s``. Trial budgets left
+  unset follow the time budget (``TuneOptions.budget``): with one, the time binds.
 * Records: MetaSchedule's AddToDatabase callback appends every measured candidate to the target's
   JSON database as soon as its batch is measured, before the next batch is built. Ctrl-C
   finishes and saves the batch in flight, then stops; a kill loses at most that batch, and
@@ -64,10 +65,10 @@ SPEEDUP_RANGE = (1.1, 4.0)    # expected speed-ups are clipped to this (a neares
 
 @dataclass(frozen=True)
 class TuneOptions:
-    max_trials: int = 2000              # trials this run measures, all tasks (+ <1 batch)
+    max_trials: int | None = None       # trials this run measures, all tasks (+ <1 batch)
     warm_start: bool = True             # seed untuned tasks with their measured default schedule
                                         # and start from the saved cost model (costmodel)
-    trials_per_task: int = 64           # per-task budget, records already in the database included
+    trials_per_task: int | None = None  # per-task budget, records already in the database included
     trials_per_iter: int = 64           # candidates per measured batch
     time_budget_s: float | None = None  # stop after the batch that crosses this wall-clock budget
     logs: str | None = None             # writable tuning-log root (see database.writable_root)
@@ -78,17 +79,18 @@ class TuneOptions:
     remote: "RemoteOptions | None" = None   # measure on devices at a tracker (remote.RemoteOptions)
     ndk: str | None = None              # remote Android devices: NDK root or clang++ for candidates
 
+    def budget(self) -> tuple[int, int]:
+        """(trials this run, trials per task), the ones left unset defaulted. Without a time
+        budget: 2,000 and 64, a run of about ten minutes. With one, the time is the budget: no
+        limit on the run and 512 per task (2,000 trials at 3.4/s would stop a 30-minute run after
+        ten minutes, and 64 per task a model of 31 kernels after 1,984 trials)."""
+        trials, per_task = UNTIMED_BUDGET if self.time_budget_s is None else TIMED_BUDGET
+        return (trials if self.max_trials is None else self.max_trials,
+                per_task if self.trials_per_task is None else self.trials_per_task)
 
-def trial_budget(time_budget_s: float | None, trials: int | None = None,
-                 per_task: int | None = None) -> tuple[int, int]:
-    """(trials this run, trials per task), the ones not given defaulted: without a time budget,
-    ``TuneOptions``' (2,000 and 64, a run of about ten minutes); with one, the time is the budget: no limit on the
-    run and 512 per task (2,000 trials at 3.4/s would stop a 30-minute run after ten minutes, and
-    64 per task a model of 31 kernels after 1,984 trials)."""
-    default_trials, default_per_task = ((1_000_000, 512) if time_budget_s
-                                        else (TuneOptions.max_trials, TuneOptions.trials_per_task))
-    return (default_trials if trials is None else trials,
-            default_per_task if per_task is None else per_task)
+
+UNTIMED_BUDGET = (2000, 64)
+TIMED_BUDGET = (1_000_000, 512)
 
 
 @dataclass
@@ -353,6 +355,7 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
     intrinsics.register_for(target.kind.name, prepared.target.arch)
     database = db.open_json_database(folder, create=True)
     records_before = db.count_records(folder)
+    max_trials, per_task_budget = options.budget()
     extracted = [_as_stored(database, task)
                  for task in ms.relax_integration.extract_tasks(prepared.mod, target)]
     others = [d for d in db.database_dirs(prepared.target.name, options.logs)
@@ -367,14 +370,14 @@ def _tune_into(folder: Path, target, prepared: PreparedModule, options: TuneOpti
         attainable = warm.attainable.get(task.task_name)
         state = TaskState(task.task_name, int(task.weight), done, best_us=best,
                           attainable_us=None if attainable is None else 1e6 * attainable)
-        if done < options.trials_per_task:
+        if done < per_task_budget:
             states.append(state)
             todo.append(task)
-    remaining = [options.trials_per_task - s.trials_before for s in states]
-    budget = min(options.max_trials, sum(remaining))   # what this run can actually measure
+    remaining = [per_task_budget - s.trials_before for s in states]
+    budget = min(max_trials, sum(remaining))   # what this run can actually measure
     model = costmodel.load([folder, *others]) if options.warm_start else None
     started = warm.summary({t.task_name: int(t.weight) for t in extracted}) + _first_tuned(states)
-    progress = TuneProgress(states, 0, 0.0, budget, options.trials_per_task,
+    progress = TuneProgress(states, 0, 0.0, budget, per_task_budget,
                             started + ("\n" + model.summary() if model is not None else ""))
     if not todo:
         return TuneResult(folder, progress, "nothing-to-do", records_before, records_before)
