@@ -83,6 +83,26 @@ def test_a_quantized_kernel_output_is_matched_despite_amplified_rounding():
     assert best_match(nhwc.astype(np.float32), {"a": a}, graph) is None   # a float is no match
 
 
+def test_a_kernel_output_with_padded_channels_is_matched_to_its_tensor():
+    """Channels padded to whole vectors (``lowering.channels``: 24 -> 32) leave the kernel's output
+    one axis longer than its ONNX tensor; the real channels still name it, and not another."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from tvm_pipeline.observe.graph import Graph
+    from tvm_pipeline.observe.mapping import best_match
+
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"])]
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 24, 5, 5]) for n in "xab"]
+    graph = Graph(helper.make_model(helper.make_graph(nodes, "g", info[:1], info[2:])))
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((1, 24, 5, 5)).astype(np.float32) for _ in range(2))
+    padded = np.pad(a.transpose(0, 2, 3, 1), ((0, 0), (0, 0), (0, 0), (0, 8)))
+    assert best_match(padded, {"a": a, "b": b}, graph) == "a"
+    assert best_match(padded, {"b": b}, graph) is None
+    assert best_match(padded[..., 8:], {"a": a}, graph) is None     # the padding is at the end
+
+
 def test_onnx_runtime_node_times_go_to_the_kernel_computing_those_nodes():
     """ONNX Runtime names a fused node after its last op's output (``<tensor>_nchwc``), or keeps a
     node's name; a BatchNormalization our frontend folded (its output computed by no kernel) is

@@ -4,7 +4,7 @@ Fusion, layout rewrites and weight packing leave no trace of the ONNX nodes in t
 kernels. But a module that passed validation computes the same tensors as ONNX Runtime: run it
 once on a seeded input with a VM instrument that copies every kernel's arguments, and match each
 kernel's output to the ONNX tensor holding the same values (up to a permutation of its axes, as
-NHWC kernels hold NCHW tensors, or a reshape). A kernel whose output matches tensor ``t`` and whose
+NHWC kernels hold NCHW tensors, or a reshape, or with its channels padded to whole vectors). A kernel whose output matches tensor ``t`` and whose
 inputs hold tensors ``a, b`` computes the nodes that ``t`` depends on and ``a, b`` do not. Kernels
 whose output is no ONNX tensor (a layout change, half of a split fusion) pass their inputs' origins
 on, and the kernel that finishes the job is credited with the nodes.
@@ -90,6 +90,21 @@ def _views(ref: np.ndarray, shape: tuple[int, ...]):
                 yield ref.transpose(perm)
 
 
+def _pairs(value: np.ndarray, ref: np.ndarray):
+    """(kernel output, ONNX tensor) pairs to compare: ``ref`` laid out as the output (``_views``),
+    or the output cropped to ``ref`` where the kernel holds it with one axis longer, the extra at
+    its end: channels padded to whole vectors (``lowering.channels``)."""
+    for view in _views(ref, value.shape):
+        yield value, view
+    if ref.ndim != value.ndim or ref.size >= value.size or ref.ndim > 5:
+        return
+    for perm in itertools.permutations(range(ref.ndim)):
+        shape = tuple(ref.shape[p] for p in perm)
+        longer = [a < b for a, b in zip(shape, value.shape) if a != b]
+        if longer == [True]:
+            yield value[tuple(slice(0, d) for d in shape)], ref.transpose(perm)
+
+
 def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
     """The worst error of ``got`` against ``ref`` relative to ``ref``'s largest magnitude (the
     kernel checks' rule, see ``numbers``); inf for another shape or a non-finite mismatch."""
@@ -121,8 +136,8 @@ def best_match(value: np.ndarray, values: dict[str, np.ndarray], graph: Graph) -
     for name, ref in values.items():
         if _integer(ref) != integer:
             continue
-        for view in _views(ref, value.shape):
-            err = uncorrelated(value, view) if integer else relative_error(value, view)
+        for got, view in _pairs(value, ref):
+            err = uncorrelated(got, view) if integer else relative_error(got, view)
             later = best is not None and graph.order(name) > graph.order(best)
             if err < best_err - SAME_RTOL or (err <= best_err + SAME_RTOL and later):
                 best, best_err = name, min(err, best_err)
