@@ -185,3 +185,42 @@ def test_two_calibrations_of_a_model_give_the_same_kernels(small_v2, small_v2_in
     assert sum(first[k] != second[k] for k in first) > 5        # the calibrations differ
     kernels = _kernels(small_v2_int8)
     assert len(kernels) > 5 and kernels.keys() == _kernels(other).keys()
+
+
+def test_a_pad_value_quantized_by_onnx_runtime_compiles_and_validates(tmp_path):
+    """ONNX Runtime's ``quantize_static`` (its defaults, as a user runs it) also quantizes a Pad's
+    ``constant_value``, which TVM's importer reads as a value: it is folded to its float before
+    import (``frontend.qdq.fold_static_operands``), and the artifact still agrees to the step."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Pad", ["r", "pads", "value"], ["p"], mode="constant"),
+             helper.make_node("Conv", ["p", "w2"], ["y"])]
+    inits = [const("w1", rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)),
+             const("w2", rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32)),
+             const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+             const("value", np.float32(0.5))]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", F32, [1, 3, 16, 16])],
+                       [helper.make_tensor_value_info("y", F32, [1, 8, 16, 16])], inits, opset=13)
+    onnx.save(model, tmp_path / "pad.onnx")
+
+    class Samples(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)}
+                               for _ in range(4)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(tmp_path / "pad.onnx"), str(tmp_path / "pad.int8.onnx"), Samples(),
+                    quant_format=QuantFormat.QDQ)
+    quantized = onnx.load(str(tmp_path / "pad.int8.onnx"))
+    producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
+    (pad,) = [n for n in quantized.graph.node if n.op_type == "Pad"]
+    assert producers.get(pad.input[2]) == "DequantizeLinear"        # the case this is about
+    result = compile_model(prepare(tmp_path / "pad.int8.onnx"), tmp_path / "pad.tvm",
+                           CompileOptions(validate_options=ValidateOptions(samples=2)))
+    assert result.validation.passed
+    assert result.artifact.metadata["integer"]["integer_layers"] == 2

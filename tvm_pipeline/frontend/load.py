@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 
 from .analysis import TensorInfo, model_io
-from .qdq import to_qdq
+from .qdq import fold_static_operands, to_qdq
 from ..errors import InputFileError, ModelError, UsageError, notice
 
 # the name is everything before the last colon: TensorFlow-style names contain one ("input:0")
@@ -284,7 +284,7 @@ def load_proto(original: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
     _check_interface(original, inputs, outputs, where)
     shapes = _resolve_shapes(inputs, dict(input_shapes or {}), where)
     pinned = _pin(original, shapes)
-    folded = to_qdq(_fold(pinned, shapes, where))
+    folded = fold_static_operands(to_qdq(_fold(pinned, shapes, where)))
     static_inputs, static_outputs = model_io(folded)
     return LoadedModel(path=path, original=original, pinned=pinned, model=folded,
                        inputs=tuple(static_inputs),

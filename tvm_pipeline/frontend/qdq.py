@@ -17,6 +17,11 @@ operator, which the integer-kernel rewrite (``lowering.integer``) turns back int
 Outputs keep their names; new tensors are named after the node they replace. Per-channel scales
 need DequantizeLinear's ``axis`` (opset 13 and later). Models without such nodes are returned
 unchanged.
+
+``fold_static_operands``: ONNX Runtime's quantizer also quantizes constant operands that TVM's
+importer reads as values, not tensors (a Pad's ``constant_value``: EfficientViT-B0 quantized with
+``quantize_static``'s defaults failed to import). Such an operand, a DequantizeLinear of
+initializers, becomes the float initializer it computes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ _UNARY = {"QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearSigmoid": "Si
           "QLinearLeakyRelu": "LeakyRelu"}      # (x, xs, xz, ys, yz) -> the float operator
 MS_QOPERATORS = frozenset({"QLinearAdd", "QGemm", *_UNARY})   # ONNX Runtime's com.microsoft
 MS_DOMAIN = "com.microsoft"
+# operands TVM's ONNX importer needs as constants (it reads their values while importing)
+STATIC_OPERANDS = {"Pad": {1, 2, 3}, "Clip": {1, 2}, "Resize": {1, 2, 3}, "Upsample": {1},
+                   "Reshape": {1}, "Slice": {1, 2, 3, 4}, "Expand": {1}, "Tile": {1},
+                   "Squeeze": {1}, "Unsqueeze": {1}, "ReduceMean": {1}, "ReduceSum": {1}}
 
 
 class _Rewriter:
@@ -154,3 +163,51 @@ def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     converted.graph.node.extend(rewriter.nodes)
     converted.graph.initializer.extend(rewriter.initializers)
     return converted
+
+
+def fold_static_operands(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with each ``STATIC_OPERANDS`` input that a DequantizeLinear of initializers
+    computes replaced by that value as a float initializer (the DequantizeLinear dropped where
+    nothing else reads it)."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    constant = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                and all(i in initializers for i in n.input if i)}
+    uses = [(node, k) for node in model.graph.node
+            for k in STATIC_OPERANDS.get(node.op_type, ()) if k < len(node.input)
+            and node.input[k] in constant and node.domain in ("", "ai.onnx")]
+    if not uses:
+        return model
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    values = {name: _dequantized(dq, initializers) for name, dq in constant.items()}
+    names = {}
+    for node in folded.graph.node:
+        for k in STATIC_OPERANDS.get(node.op_type, ()):
+            if k < len(node.input) and node.input[k] in values and node.domain in ("", "ai.onnx"):
+                source = node.input[k]
+                if source not in names:
+                    names[source] = f"{source}_folded"
+                    folded.graph.initializer.append(
+                        numpy_helper.from_array(values[source], names[source]))
+                node.input[k] = names[source]
+    read = {i for n in folded.graph.node for i in n.input} | {o.name for o in folded.graph.output}
+    kept = [n for n in folded.graph.node
+            if not (n.op_type == "DequantizeLinear" and n.output[0] in names
+                    and n.output[0] not in read)]
+    del folded.graph.node[:]
+    folded.graph.node.extend(kept)
+    return folded
+
+
+def _dequantized(node: onnx.NodeProto, initializers: dict) -> np.ndarray:
+    """What a DequantizeLinear of initializers computes (ONNX's rule, in float32)."""
+    data, scale = (numpy_helper.to_array(initializers[i]) for i in node.input[:2])
+    zero = (numpy_helper.to_array(initializers[node.input[2]])
+            if len(node.input) > 2 and node.input[2] else np.zeros_like(scale))
+    axis = _attrs(node).get("axis", 1)
+    if scale.ndim == 1 and scale.size > 1:       # per-axis parameters
+        shape = [1] * data.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((data.astype(np.int32) - zero.astype(np.int32)).astype(np.float32)
+            * scale.astype(np.float32))

@@ -230,7 +230,10 @@ class _Integerize(PyExprMutator):
         k, n = (dims[-2], dims[-1]) if len(dims) >= 2 else (dims[0], 1)
         shape = f"{k}->{n}"
         if len(dims) != 2:
-            self._decide("matmul", shape, "its weight is not a 2-D matrix")
+            w = self._dq(rhs)
+            self._decide("matmul", shape, "its weight is not a 2-D matrix" if w is not None and
+                         isinstance(w.data, _Constant) else "both operands are activations (a "
+                         "product of two tensors, as in attention), not an activation and a weight")
             return super().visit_call_(call)
         x, why = self._activation(lhs)
         w, wq, why_w = self._weight(rhs, 0 if transposed else 1) if x else (None, None, "")
