@@ -124,11 +124,38 @@ def _float_resnetish(path) -> None:
                          opset=13), path)
 
 
-def test_qoperator_models_are_rewritten_to_qdq_and_compile(tmp_path):
-    """ONNX Runtime's QOperator form (QLinearConv, QLinearAdd, QLinearGlobalAveragePool, QGemm)."""
+def _float_se_dense(path) -> None:
+    """conv 3x3 -> x * sigmoid(x) (squeeze-excite's multiply) -> concat with the conv (DenseNet)
+    -> average pool 2x2 -> conv 1x1 -> global pool -> flatten -> gemm."""
+    rng = np.random.default_rng(2)
+    inits = [const("w1", rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)),
+             const("w2", rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)),
+             const("fc", rng.normal(0, 0.3, (10, 8)).astype(np.float32)),
+             const("fcb", rng.normal(0, 0.1, 10).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c1"], ["s1"]),
+             helper.make_node("Mul", ["c1", "s1"], ["m1"]),
+             helper.make_node("Concat", ["m1", "c1"], ["cat"], axis=1),
+             helper.make_node("AveragePool", ["cat"], ["avg"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["avg", "w2"], ["c2"]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["pool"]),
+             helper.make_node("Flatten", ["pool"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "fc", "fcb"], ["logits"], transB=1)]
+    onnx.save(make_model(nodes, [helper.make_tensor_value_info("input", F32, [1, 3, 32, 32])],
+                         [helper.make_tensor_value_info("logits", F32, [1, 10])], inits,
+                         opset=13), path)
+
+
+@pytest.mark.parametrize("build, qoperators", [
+    (_float_resnetish, {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm"}),
+    (_float_se_dense, {"QLinearConv", "QLinearSigmoid", "QLinearMul", "QLinearConcat",
+                       "QLinearAveragePool", "QGemm"})])
+def test_qoperator_models_are_rewritten_to_qdq_and_compile(tmp_path, build, qoperators):
+    """ONNX Runtime's QOperator form: each of its quantized operators becomes QDQ around the
+    float operator, and the model compiles, with integer convolutions and dense layers."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    _float_resnetish(tmp_path / "float.onnx")
+    build(tmp_path / "float.onnx")
     rng = np.random.default_rng(0)
     feeds = iter([{"input": rng.uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)}
                   for _ in range(4)])
@@ -142,7 +169,7 @@ def test_qoperator_models_are_rewritten_to_qdq_and_compile(tmp_path):
                     quant_format=QuantFormat.QOperator, per_channel=True,
                     weight_type=QuantType.QInt8, reduce_range=True)
     ops = {n.op_type for n in onnx.load(path).graph.node}
-    assert {"QLinearConv", "QLinearAdd"} <= ops
+    assert qoperators <= ops
     assert not ops & {n.op_type for n in to_qdq(onnx.load(path)).graph.node} - {
         "QuantizeLinear", "DequantizeLinear", "Flatten"}
     prepared = prepare(path)

@@ -8,9 +8,11 @@ operator, which the integer-kernel rewrite (``lowering.integer``) turns back int
   axis 0), DequantizeLinear(B, scale xs * ws, axis 0), Conv, QuantizeLinear(ys, yz)
 - ``QLinearMatMul(a, as, az, b, bs, bz, ys, yz)`` -> DequantizeLinear(a), DequantizeLinear(b, per
   column when bs is), MatMul, QuantizeLinear
-- ONNX Runtime's ``com.microsoft`` ``QLinearAdd``, ``QGemm``, ``QLinearGlobalAveragePool``
-  (channels first), ``QLinearSigmoid``, ``QLinearLeakyRelu`` (what its quantizer writes in the
-  QOperator form) -> DequantizeLinear, the float operator, QuantizeLinear
+- ONNX Runtime's ``com.microsoft`` ``QLinearAdd``, ``QLinearMul``, ``QLinearConcat``, ``QGemm``,
+  ``QLinearGlobalAveragePool`` and ``QLinearAveragePool`` (channels first), ``QLinearSigmoid``,
+  ``QLinearLeakyRelu`` (what its quantizer writes in the QOperator form: EfficientNet's
+  squeeze-excite multiplies, DenseNet's and GoogLeNet's concatenations) -> DequantizeLinear, the
+  float operator, QuantizeLinear
 - ``ConvInteger(x, w[, xz, wz])`` / ``MatMulInteger(a, b[, az, bz])`` -> DequantizeLinear with
   scale 1, Conv/MatMul, Cast to int32 (the int32 result travels as float32, exact up to 2^24)
 
@@ -32,8 +34,10 @@ from onnx import helper, numpy_helper
 
 QOPERATORS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
 _UNARY = {"QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearSigmoid": "Sigmoid",
-          "QLinearLeakyRelu": "LeakyRelu"}      # (x, xs, xz, ys, yz) -> the float operator
-MS_QOPERATORS = frozenset({"QLinearAdd", "QGemm", *_UNARY})   # ONNX Runtime's com.microsoft
+          "QLinearLeakyRelu": "LeakyRelu", "QLinearAveragePool": "AveragePool"}
+                                                # (x, xs, xz, ys, yz) -> the float operator
+_BINARY = {"QLinearAdd": "Add", "QLinearMul": "Mul"}    # (a, as, az, b, bs, bz, ys, yz)
+MS_QOPERATORS = frozenset({"QGemm", "QLinearConcat", *_UNARY, *_BINARY})   # com.microsoft
 MS_DOMAIN = "com.microsoft"
 # operands TVM's ONNX importer needs as constants (it reads their values while importing)
 STATIC_OPERANDS = {"Pad": {1, 2, 3}, "Clip": {1, 2}, "Resize": {1, 2, 3}, "Upsample": {1},
@@ -85,11 +89,19 @@ class _Rewriter:
         yf = self.emit("MatMul", [af, bf], node, "matmul")
         self.emit("QuantizeLinear", [yf, ys, yz], node, "q", output=node.output[0])
 
-    def qlinearadd(self, node) -> None:
+    def binary(self, node) -> None:
         a, as_, az, b, bs, bz, cs, cz = (list(node.input) + [""] * 8)[:8]
-        total = self.emit("Add", [self.dequantize(node, a, as_, az),
-                                  self.dequantize(node, b, bs, bz)], node, "add")
-        self.emit("QuantizeLinear", [total, cs] + ([cz] if cz else []), node, "q",
+        result = self.emit(_BINARY[node.op_type], [self.dequantize(node, a, as_, az),
+                                                   self.dequantize(node, b, bs, bz)], node, "op")
+        self.emit("QuantizeLinear", [result, cs] + ([cz] if cz else []), node, "q",
+                  output=node.output[0])
+
+    def qlinearconcat(self, node) -> None:
+        ys, yz, *parts = node.input       # then (x, scale, zero point) for each input
+        inputs = [self.dequantize(node, *(parts[i:i + 3] + [""])[:3])
+                  for i in range(0, len(parts), 3)]
+        yf = self.emit("Concat", inputs, node, "concat", axis=_attrs(node)["axis"])
+        self.emit("QuantizeLinear", [yf, ys] + ([yz] if yz else []), node, "q",
                   output=node.output[0])
 
     def qgemm(self, node) -> None:
@@ -109,7 +121,7 @@ class _Rewriter:
 
     def unary(self, node) -> None:
         x, xs, xz, ys, yz = (list(node.input) + [""] * 5)[:5]
-        attrs = {k: v for k, v in _attrs(node).items() if k == "alpha"}
+        attrs = {k: v for k, v in _attrs(node).items() if k != "channels_last"}
         yf = self.emit(_UNARY[node.op_type], [self.dequantize(node, x, xs, xz)], node, "op",
                        **attrs)
         self.emit("QuantizeLinear", [yf, ys] + ([yz] if yz else []), node, "q",
@@ -147,10 +159,11 @@ def to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     rewriter = _Rewriter()
     methods = {"QLinearConv": rewriter.qlinearconv, "QLinearMatMul": rewriter.qlinearmatmul,
-               "QLinearAdd": rewriter.qlinearadd, "QGemm": rewriter.qgemm,
+               "QLinearConcat": rewriter.qlinearconcat, "QGemm": rewriter.qgemm,
                "ConvInteger": lambda n: rewriter.integer(n, "Conv"),
                "MatMulInteger": lambda n: rewriter.integer(n, "MatMul"),
-               **{op: rewriter.unary for op in _UNARY}}
+               **{op: rewriter.unary for op in _UNARY},
+               **{op: rewriter.binary for op in _BINARY}}
     for node in model.graph.node:
         kind = _kind(node)
         if kind is None:
