@@ -155,6 +155,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_records(tmp_path):
     assert "Traceback" not in stderr.read_text()
     kept = db.count_records(logs / detect_host_target().name)
     assert kept >= 1 and f"holds {kept} records" in out
+    assert re.search(r"s with start-up: \d+\.\d\d trials/s\)", out), out
 
 
 def _pooled_cnn(path, extra_conv: bool):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 
 from . import common
 from ..errors import UsageError
@@ -80,6 +81,7 @@ class _Display:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()      # trials/s counts the start-up (import, prepare, warm start)
     from ..api import prepare, tune  # pylint: disable=import-outside-toplevel
     from ..tuning.tune import (  # pylint: disable=import-outside-toplevel
         SEARCH_PRESETS, TuneOptions)
@@ -114,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         common.emit_json(result.to_dict())
     else:
-        d = result.to_dict()
-        print(f"{d['stopped_by']}: {d['trials']} trials in {d['seconds']} s; database "
+        d, wall = result.to_dict(), time.monotonic() - started
+        print(f"{d['stopped_by']}: {d['trials']} trials in {d['seconds']} s ({wall:.0f} s with "
+              f"start-up: {d['trials'] / wall:.2f} trials/s); database "
               f"{d['database']} now holds {d['records_after']} records "
               f"({d['records_after'] - d['records_before']} new)")
         if d["candidates_checked"]:
