@@ -185,24 +185,18 @@ def fold_static_operands(model: onnx.ModelProto) -> onnx.ModelProto:
     initializers = {t.name: t for t in model.graph.initializer}
     constant = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"
                 and all(i in initializers for i in n.input if i)}
-    uses = [(node, k) for node in model.graph.node
-            for k in STATIC_OPERANDS.get(node.op_type, ()) if k < len(node.input)
-            and node.input[k] in constant and node.domain in ("", "ai.onnx")]
-    if not uses:
+    if not any(_static_uses(model.graph, constant)):
         return model
     folded = onnx.ModelProto()
     folded.CopyFrom(model)
-    values = {name: _dequantized(dq, initializers) for name, dq in constant.items()}
-    names = {}
-    for node in folded.graph.node:
-        for k in STATIC_OPERANDS.get(node.op_type, ()):
-            if k < len(node.input) and node.input[k] in values and node.domain in ("", "ai.onnx"):
-                source = node.input[k]
-                if source not in names:
-                    names[source] = f"{source}_folded"
-                    folded.graph.initializer.append(
-                        numpy_helper.from_array(values[source], names[source]))
-                node.input[k] = names[source]
+    names: dict[str, str] = {}
+    for node, k in _static_uses(folded.graph, constant):
+        source = node.input[k]
+        if source not in names:
+            names[source] = f"{source}_folded"
+            folded.graph.initializer.append(numpy_helper.from_array(
+                _dequantized(constant[source], initializers), names[source]))
+        node.input[k] = names[source]
     read = {i for n in folded.graph.node for i in n.input} | {o.name for o in folded.graph.output}
     kept = [n for n in folded.graph.node
             if not (n.op_type == "DequantizeLinear" and n.output[0] in names
@@ -210,6 +204,13 @@ def fold_static_operands(model: onnx.ModelProto) -> onnx.ModelProto:
     del folded.graph.node[:]
     folded.graph.node.extend(kept)
     return folded
+
+
+def _static_uses(graph: onnx.GraphProto, tensors) -> list[tuple[onnx.NodeProto, int]]:
+    """(node, input index) of every ``STATIC_OPERANDS`` input that reads one of ``tensors``."""
+    return [(node, k) for node in graph.node if node.domain in ("", "ai.onnx")
+            for k in sorted(STATIC_OPERANDS.get(node.op_type, ()))
+            if k < len(node.input) and node.input[k] in tensors]
 
 
 def _dequantized(node: onnx.NodeProto, initializers: dict) -> np.ndarray:
