@@ -111,23 +111,28 @@ def test_a_slower_tuned_schedule_loses_the_race_to_the_default(prepared_host):
     assert not mod[slow].same_as(prepared_host.mod[slow]) and untouched not in result.replaced
 
 
-def test_a_convolution_pads_its_input_inside_its_tiles(prepared_host):
-    """A padded convolution's zero-padded input (a block of its own where it is not inlined) is
-    computed inside the convolution's outer (parallel) loop, one tile's window at a time, not in
-    a pass over the whole image first."""
+def test_a_convolution_pads_its_input_inside_its_tiles_and_a_depthwise_one_inline(prepared_host):
+    """A standard convolution's zero-padded input (a block of its own) is computed inside the
+    convolution's outer (parallel) loop, one tile's window at a time, not in a pass over the
+    whole image first; a float depthwise convolution, a channel-wise window of a few taps, reads
+    its padding inline and has no such block (``policy.compute_location``)."""
     target = prepared_host.target.to_tvm()
     params = defaults.cpu_params(prepared_host.target, target)
-    checked = 0
+    checked = {"standard": 0, "depthwise": 0}
     for kernel in (k for k in prepared_host.kernels if "conv2d" in k.name):
         func = default_schedule(prepared_host.mod[kernel.name], target, params).func
+        if 'sblock("group_conv2d_nhwc")' in prepared_host.mod[kernel.name].script():
+            assert 'sblock("pad_temp")' not in func.script(), kernel.name
+            checked["depthwise"] += 1
+            continue
         if 'sblock("pad_temp")' not in func.script():
             continue                                   # a 1x1 convolution: nothing to pad
         sch = tvm.s_tir.Schedule(func)
         pad = sch.get_sblock("pad_temp")
         pad_loops, conv_loops = sch.get_loops(pad), sch.get_loops(sch.get_consumers(pad)[0])
         assert sch.get_sref(pad_loops[0]).same_as(sch.get_sref(conv_loops[0])), kernel.name
-        checked += 1
-    assert checked >= 3
+        checked["standard"] += 1
+    assert checked["standard"] >= 1 and checked["depthwise"] >= 3, checked
 
 
 def test_vector_lengths_divide_the_innermost_loop():

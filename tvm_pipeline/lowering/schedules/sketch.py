@@ -310,7 +310,8 @@ def replay(func, trace, target, params: policy.CpuParams, postprocessors: list |
         if name == _CATEGORICAL:
             return policy.unroll_choice([int(c) for c in attrs[0]], reduces)
         if name == _LOCATION:
-            return policy.compute_location(_tiled_spatial_axes(sch, inputs[0]))
+            return policy.compute_location(_tiled_spatial_axes(sch, inputs[0]),
+                                           _window_taps(sch, inputs[0]))
         return decision
 
     trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
@@ -353,6 +354,30 @@ def _tiled_spatial_axes(sch: s_tir.Schedule, block) -> int | None:
     if str(consumer.annotations.get(_TILING, "")) != _TILED:
         return None
     return sum(int(v.iter_type) == int(tvm.tirx.IterVar.DataPar) for v in consumer.iter_vars)
+
+
+def _window_taps(sch: s_tir.Schedule, block) -> int | None:
+    """Taps per output of ``block``'s only consumer where it is a channel-wise window (a
+    depthwise convolution, a pooling): its reduction runs over a few taps only, and it reads
+    ``block``'s output at its own output channel (the last index follows its last spatial axis);
+    None for any other consumer (a standard convolution reads every input channel)."""
+    consumers = sch.get_consumers(block)
+    if len(consumers) != 1:
+        return None
+    consumer = sch.get(consumers[0])
+    spatial = [v.var for v in consumer.iter_vars if v.iter_type == tvm.tirx.IterVar.DataPar]
+    reduction = [int(v.dom.extent) for v in consumer.iter_vars
+                 if v.iter_type == tvm.tirx.IterVar.CommReduce]
+    if not spatial or not reduction:
+        return None
+    written = [region.source for region in sch.get(block).writes]
+    if any(str(buffer.dtype) in _BYTES for buffer in written):
+        return None
+    last = [region.region[-1].min for region in consumer.reads
+            if any(region.source.same_as(buffer) for buffer in written)]
+    follows = any(v.same_as(spatial[-1]) for index in last
+                  for v in tvm.tirx.analysis.undefined_vars(index))
+    return math.prod(reduction) if follows else None
 
 
 def _whole_vectors(sch: s_tir.Schedule) -> s_tir.Schedule:
