@@ -4,10 +4,11 @@ Fusion, layout rewrites and weight packing leave no trace of the ONNX nodes in t
 kernels. But a module that passed validation computes the same tensors as ONNX Runtime: run it
 once on a seeded input with a VM instrument that copies every kernel's arguments, and match each
 kernel's output to the ONNX tensor holding the same values (up to a permutation of its axes, as
-NHWC kernels hold NCHW tensors, or a reshape, or with its channels padded to whole vectors). A kernel whose output matches tensor ``t`` and whose
-inputs hold tensors ``a, b`` computes the nodes that ``t`` depends on and ``a, b`` do not. Kernels
-whose output is no ONNX tensor (a layout change, half of a split fusion) pass their inputs' origins
-on, and the kernel that finishes the job is credited with the nodes.
+NHWC kernels hold NCHW tensors, or a reshape, or with its channels padded to whole vectors). A
+kernel whose output matches tensor ``t`` and whose inputs hold tensors ``a, b`` computes the nodes
+that ``t`` depends on and ``a, b`` do not. Kernels whose output is no ONNX tensor (a layout
+change, half of a split fusion) pass their inputs' origins on, and the kernel that finishes the job
+is credited with the nodes.
 """
 
 from __future__ import annotations
