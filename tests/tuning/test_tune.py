@@ -209,3 +209,4 @@ def test_a_time_budget_is_the_budget_unless_trials_are_given():
     assert trials > 100_000 and per_task == 512    # 10 minutes at 3-4 trials/s: time binds
     assert TuneOptions(time_budget_s=600.0, max_trials=300, trials_per_task=8).budget() == (300, 8)
     assert TuneOptions(trials_per_task=8).budget() == (2000, 8)
+    assert TuneOptions(time_budget_s=0.0).budget() == (2000, 64)   # no deadline either: untimed

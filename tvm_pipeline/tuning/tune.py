@@ -63,6 +63,10 @@ PRIOR_SPEEDUP = 2.0           # expected of a kernel no tuned kernel of its stru
 SPEEDUP_RANGE = (1.1, 4.0)    # expected speed-ups are clipped to this (a nearest kernel can be far)
 
 
+UNTIMED_BUDGET = (2000, 64)           # (trials this run, trials per task): see TuneOptions.budget
+TIMED_BUDGET = (1_000_000, 512)
+
+
 @dataclass(frozen=True)
 class TuneOptions:
     max_trials: int | None = None       # trials this run measures, all tasks (+ <1 batch)
@@ -84,13 +88,9 @@ class TuneOptions:
         budget: 2,000 and 64, a run of about ten minutes. With one, the time is the budget: no
         limit on the run and 512 per task (2,000 trials at 3.4/s would stop a 30-minute run after
         ten minutes, and 64 per task a model of 31 kernels after 1,984 trials)."""
-        trials, per_task = UNTIMED_BUDGET if self.time_budget_s is None else TIMED_BUDGET
+        trials, per_task = TIMED_BUDGET if self.time_budget_s else UNTIMED_BUDGET
         return (trials if self.max_trials is None else self.max_trials,
                 per_task if self.trials_per_task is None else self.trials_per_task)
-
-
-UNTIMED_BUDGET = (2000, 64)
-TIMED_BUDGET = (1_000_000, 512)
 
 
 @dataclass
