@@ -345,13 +345,16 @@ def _apply_quietly(sch: s_tir.Schedule, rewrite) -> bool:
         return rewrite.apply(sch)
 
 
+def _only_consumer(sch: s_tir.Schedule, block):
+    """The block that alone reads ``block``'s output, or None."""
+    consumers = sch.get_consumers(block)
+    return sch.get(consumers[0]) if len(consumers) == 1 else None
+
+
 def _tiled_spatial_axes(sch: s_tir.Schedule, block) -> int | None:
     """The spatial axes of ``block``'s only consumer where MetaSchedule tiled it ``SSRSRS``."""
-    consumers = sch.get_consumers(block)
-    if len(consumers) != 1:
-        return None
-    consumer = sch.get(consumers[0])
-    if str(consumer.annotations.get(_TILING, "")) != _TILED:
+    consumer = _only_consumer(sch, block)
+    if consumer is None or str(consumer.annotations.get(_TILING, "")) != _TILED:
         return None
     return sum(int(v.iter_type) == int(tvm.tirx.IterVar.DataPar) for v in consumer.iter_vars)
 
@@ -361,10 +364,9 @@ def _window_taps(sch: s_tir.Schedule, block) -> int | None:
     depthwise convolution, a pooling): its reduction runs over a few taps only, and it reads
     ``block``'s output at its own output channel (the last index follows its last spatial axis);
     None for any other consumer (a standard convolution reads every input channel)."""
-    consumers = sch.get_consumers(block)
-    if len(consumers) != 1:
+    consumer = _only_consumer(sch, block)
+    if consumer is None:
         return None
-    consumer = sch.get(consumers[0])
     spatial = [v.var for v in consumer.iter_vars if v.iter_type == tvm.tirx.IterVar.DataPar]
     reduction = [int(v.dom.extent) for v in consumer.iter_vars
                  if v.iter_type == tvm.tirx.IterVar.CommReduce]
