@@ -18,6 +18,7 @@ arguments (MetaSchedule's search space breaks on them) and lets each conv + bias
 from __future__ import annotations
 
 import collections
+import warnings
 from dataclasses import dataclass, field
 
 import onnx
@@ -80,8 +81,12 @@ def check_operators(model: onnx.ModelProto, where: str = "the model") -> None:
 def _relax_import(loaded: LoadedModel) -> tvm.IRModule:
     check_operators(loaded.model, str(loaded.path or "the model"))
     try:
-        return from_onnx(loaded.model, shape_dict={k: list(v) for k, v in loaded.input_shapes.items()},
-                         keep_params_in_input=False)
+        with warnings.catch_warnings():
+            # Relax variables cannot hold a '.': the importer renames inputs such as PyTorch's
+            # "input.1" and warns about each; the ONNX names stay what the artifact is fed by
+            warnings.filterwarnings("ignore", message="Renaming name ", category=UserWarning)
+            return from_onnx(loaded.model, keep_params_in_input=False,
+                             shape_dict={k: list(v) for k, v in loaded.input_shapes.items()})
     except TVM_ERRORS as err:       # the importer raises Python errors of its own kinds too
         raise_if_interrupted()
         raise ModelError(f"TVM's ONNX importer failed on {loaded.path or 'the model'}: "
