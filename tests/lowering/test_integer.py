@@ -264,8 +264,8 @@ _DIVISION = re.compile(r"^\s+(v?div[ps][sd]|fdiv|vdiv\.f32)\s", re.MULTILINE)
 @pytest.mark.parametrize("name", [t.name for t in list_targets() if t.tvm["kind"] == "llvm"])
 def test_a_quantize_divides_once_and_multiplies_each_element(name):
     """Requantization divides by the output scale (``round(x / scale)``, as ONNX Runtime's
-    QuantizeLinear computes it); a vector division per element took 25% of INT8 MobileNet V2's
-    pointwise convolutions on VNNI (V2 1.62 -> 1.46 ms with it gone). CPU targets set LLVM's
+    QuantizeLinear computes it); a vector division per element took up to 25% of INT8 MobileNet
+    V2's pointwise convolutions on VNNI (V2 1.62 -> 1.46 ms with it gone). CPU targets set LLVM's
     ``fast-math-arcp``: the scale's reciprocal is computed once and each element multiplied by it
     (one step off only where ``x / scale`` lies within an ulp of a rounding tie)."""
     x = te.placeholder((4096,), "float32", name="x")
